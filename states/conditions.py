@@ -1,0 +1,183 @@
+"""Conditions compiled once per rule set into plain closures (no eval, no callables in YAML)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from complaintflow.actor import Actor
+from complaintflow.rules.model import AllOf, AnyOf, Compare, Condition, NotOf, OperandRef
+from complaintflow.rules.ruleset import RuleSet
+from complaintflow.rules.values import ValueType, coerce
+
+__all__ = ["Facts", "Scope", "compile_condition", "fields_read"]
+
+
+@dataclass
+class Facts:
+    """What conditions and guards may know about a complaint's history."""
+
+    last_actor: dict[str, str] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+    last_seq: dict[str, int] = field(default_factory=dict)
+    entered_seq: int = 0  # the event that entered the current state
+
+    def record(self, seq: int, trigger: str | None, actor_id: str, from_state: str | None,
+               to_state: str) -> None:
+        if trigger is not None:
+            self.last_actor[trigger] = actor_id
+            self.count[trigger] = self.count.get(trigger, 0) + 1
+            self.last_seq[trigger] = seq
+        if from_state != to_state:
+            self.entered_seq = seq
+
+
+@dataclass
+class Scope:
+    """Everything a condition can read: the fields (after the data is applied), the actor,
+    the history facts."""
+
+    fields: Mapping[str, Any]
+    actor: Actor
+    facts: Facts
+
+
+Getter = Callable[[Scope], Any]
+Predicate = Callable[[Scope], bool]
+
+
+def _subject(ref: Compare | OperandRef) -> Getter:
+    if ref.field is not None:
+        name = ref.field
+        return lambda s: s.fields.get(name)
+    if ref.actor is not None:
+        attr = ref.actor
+        return lambda s: getattr(s.actor, attr)
+    if ref.last_actor_of is not None:
+        trig = ref.last_actor_of
+        return lambda s: s.facts.last_actor.get(trig)
+    assert ref.count_of is not None
+    trig = ref.count_of
+    return lambda s: s.facts.count.get(trig, 0)
+
+
+def _subject_type(ref: Compare | OperandRef, rules: RuleSet) -> ValueType:
+    if ref.field is not None:
+        return rules.subject_types[ref.field]
+    if ref.actor is not None:
+        return ValueType("string_list") if ref.actor == "roles" else ValueType("string")
+    return ValueType("string") if ref.last_actor_of is not None else ValueType("integer")
+
+
+def _literal(vtype: ValueType, value: Any) -> Any:
+    if value is None:
+        return None
+    target = vtype.element() if vtype.is_list else vtype
+    if target.numeric:
+        return coerce(ValueType("decimal"), value)
+    return coerce(target, value)
+
+
+def _is_set(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, str | tuple | list):
+        return len(value) > 0
+    return True
+
+
+_ORDER = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
+
+
+def _compare(cmp: Compare, rules: RuleSet) -> Predicate:
+    get = _subject(cmp)
+    vtype = _subject_type(cmp, rules)
+    if cmp.is_set is not None:
+        want = cmp.is_set
+        return lambda s: _is_set(get(s)) is want
+    if cmp.in_ is not None or cmp.not_in is not None:
+        members = frozenset(_literal(vtype, v) for v in (cmp.in_ or cmp.not_in or []))
+        negate = cmp.not_in is not None
+        return lambda s: (get(s) in members) is not negate
+    for name in ("eq", "ne", "lt", "le", "gt", "ge", "contains"):
+        operand = getattr(cmp, name)
+        if operand is not None:
+            break
+    else:  # pragma: no cover - the checker guarantees one operator
+        raise AssertionError("no operator")
+    if isinstance(operand, OperandRef):
+        other = _subject(operand)
+    else:
+        const = _literal(vtype, operand)
+
+        def other(_s: Scope, _c: Any = const) -> Any:
+            return _c
+
+    if name == "eq":
+        return lambda s: bool(get(s) == other(s))
+    if name == "ne":
+        return lambda s: bool(get(s) != other(s))
+    if name == "contains":
+        return lambda s: (v := get(s)) is not None and other(s) in v
+    op = _ORDER[name]
+
+    def ordered(s: Scope) -> bool:
+        left, right = get(s), other(s)
+        if left is None or right is None:
+            return False
+        return bool(op(left, right))
+
+    return ordered
+
+
+def compile_condition(cond: Condition, rules: RuleSet) -> Predicate:
+    """A predicate for ``cond``; the rule set was type-checked, so this cannot fail."""
+    if isinstance(cond, AllOf):
+        parts = [compile_condition(c, rules) for c in cond.all]
+        return lambda s: all(p(s) for p in parts)
+    if isinstance(cond, AnyOf):
+        parts = [compile_condition(c, rules) for c in cond.any]
+        return lambda s: any(p(s) for p in parts)
+    if isinstance(cond, NotOf):
+        inner = compile_condition(cond.not_, rules)
+        return lambda s: not inner(s)
+    return _compare(cond, rules)
+
+
+def fields_read(cond: Condition | None) -> frozenset[str]:
+    """The complaint fields a condition reads (to tell what user input could change)."""
+    if cond is None:
+        return frozenset()
+    if isinstance(cond, AllOf | AnyOf):
+        parts = cond.all if isinstance(cond, AllOf) else cond.any
+        return frozenset().union(*(fields_read(c) for c in parts))
+    if isinstance(cond, NotOf):
+        return fields_read(cond.not_)
+    names = {cond.field} if cond.field else set()
+    for key in ("eq", "ne", "lt", "le", "gt", "ge", "contains"):
+        operand = getattr(cond, key)
+        if isinstance(operand, OperandRef) and operand.field:
+            names.add(operand.field)
+    names.discard(None)  # type: ignore[arg-type]
+    return frozenset(n for n in names if n)
+
+
+def severity_function(rules: RuleSet) -> Callable[[Mapping[str, Any], str | None], str]:
+    """``severity(fields, floor)``: the highest level whose rule matches, never below floor."""
+    levels = rules.severity_levels
+    rank = {level: i for i, level in enumerate(levels)}
+    compiled = [(rank[r.level], compile_condition(r.when, rules))
+                for r in rules.definition.severity.rules]
+    default_rank = rank[rules.definition.severity.default]
+    nobody = Actor("", ())
+    empty = Facts()
+
+    def severity(fields: Mapping[str, Any], floor: str | None = None) -> str:
+        scope = Scope(fields, nobody, empty)
+        best = max([default_rank, rank.get(floor, 0) if floor else 0]
+                   + [r for r, pred in compiled if pred(scope)])
+        return levels[best]
+
+    return severity

@@ -1,0 +1,116 @@
+"""Database engines for SQLite (embedded default) and PostgreSQL (scale-out), and the one
+place where driver errors become complaintflow errors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+from complaintflow.errors import ConcurrentUpdate, StorageError
+
+__all__ = ["alembic_config", "connect", "read", "translate_errors", "upgrade", "write"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _normalise(url: str | URL) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def connect(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine for ``url``. SQLite gets WAL, foreign keys, a busy timeout, and
+    ``BEGIN IMMEDIATE`` for write transactions so writers queue instead of failing."""
+    parsed = _normalise(url)
+    if parsed.get_backend_name() == "sqlite":
+        memory = parsed.database in (None, "", ":memory:")
+        engine = sa.create_engine(
+            parsed,
+            poolclass=StaticPool if memory else None,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **kwargs,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            readonly = conn.get_execution_options().get("complaintflow_readonly", False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+    raise StorageError(f"unsupported database {parsed.get_backend_name()!r}; "
+                       "use sqlite:///FILE or postgresql://...")
+
+
+@contextlib.contextmanager
+def translate_errors(number: str | None = None) -> Iterator[None]:
+    """Driver errors become ``StorageError`` (or ``ConcurrentUpdate`` for a lost race)."""
+    try:
+        yield
+    except sa.exc.IntegrityError as exc:
+        if number is not None:
+            raise ConcurrentUpdate(number, None, None) from exc
+        raise StorageError(f"database constraint violated: {exc.orig}", exc) from exc
+    except sa.exc.OperationalError as exc:
+        text = str(exc.orig)
+        if number is not None and ("could not serialize" in text or "deadlock" in text):
+            raise ConcurrentUpdate(number, None, None) from exc
+        raise StorageError(f"database error: {exc.orig}", exc) from exc
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"database error: {exc.orig}", exc) from exc
+
+
+@contextlib.contextmanager
+def write(engine: Engine, number: str | None = None) -> Iterator[Connection]:
+    """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+    with translate_errors(number), engine.begin() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction (a consistent snapshot, no write lock)."""
+    with translate_errors(), engine.connect() as base:
+        conn = base.execution_options(complaintflow_readonly=True)
+        with conn.begin():
+            yield conn
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location",
+                        str(resources.files("complaintflow.migrations")))
+    cfg.set_main_option("version_locations",
+                        str(resources.files("complaintflow.migrations") / "versions"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or upgrade the schema to ``revision`` with Alembic."""
+    with translate_errors(), engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)

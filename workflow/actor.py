@@ -1,0 +1,27 @@
+"""Who is acting. Identity comes from the host; the engine records it, never checks it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Actor"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A person (or system) acting on complaints, with the roles the host vouches for."""
+
+    id: str
+    roles: tuple[str, ...]
+    department: str | None = None
+
+    def __init__(self, id: str, roles: tuple[str, ...] | list[str] | frozenset[str] | str,
+                 department: str | None = None) -> None:
+        if isinstance(roles, str):
+            roles = (roles,)
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "roles", tuple(sorted(set(roles))))
+        object.__setattr__(self, "department", department)
+
+    def has_any(self, roles: tuple[str, ...] | list[str] | frozenset[str]) -> bool:
+        return any(r in self.roles for r in roles)

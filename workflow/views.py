@@ -1,0 +1,133 @@
+"""What the engine hands out: read-only views of complaints and history, masked per actor."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from complaintflow.rules.ruleset import RuleSet
+from complaintflow.rules.values import from_json, to_json
+
+__all__ = ["Complaint", "HistoryEvent", "Page", "mask_value"]
+
+MASK = "***"
+
+
+def mask_value(value: Any) -> Any:
+    """A recognisable but useless stand-in for personal data (张*** / 138****1234 / z***@x)."""
+    if value is None:
+        return None
+    text = str(to_json(value)) if not isinstance(value, str) else value
+    if "@" in text:
+        local, _, domain = text.partition("@")
+        return f"{local[:1]}{MASK}@{domain}"
+    digits = sum(c.isdigit() for c in text)
+    if digits >= 7:
+        return f"{text[:3]}****{text[-4:]}"
+    return f"{text[:1]}{MASK}" if text else MASK
+
+
+@dataclass(frozen=True)
+class Complaint:
+    """A complaint as one actor may see it. ``fields`` hold typed Python values."""
+
+    number: str
+    state: str
+    version: int
+    severity: str
+    fields: Mapping[str, Any]
+    received_at: datetime
+    updated_at: datetime
+    ruleset: str
+    department: str | None = None
+    handler: str | None = None
+    masked: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "state": self.state,
+            "version": self.version,
+            "severity": self.severity,
+            "department": self.department,
+            "handler": self.handler,
+            "received_at": to_json(self.received_at),
+            "updated_at": to_json(self.updated_at),
+            "ruleset": self.ruleset,
+            "fields": {k: to_json(v) for k, v in self.fields.items()},
+            "masked": list(self.masked),
+        }
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One event of a complaint's history (payload masked for actors without access)."""
+
+    number: str
+    seq: int
+    type: str
+    trigger: str | None
+    from_state: str | None
+    to_state: str
+    actor_id: str
+    actor_roles: tuple[str, ...]
+    actor_department: str | None
+    occurred_at: datetime
+    payload: Mapping[str, Any]
+    ruleset: str
+    schema_version: int
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "seq": self.seq, "type": self.type, "trigger": self.trigger,
+            "from_state": self.from_state, "to_state": self.to_state,
+            "actor": {"id": self.actor_id, "roles": list(self.actor_roles),
+                      "department": self.actor_department},
+            "occurred_at": to_json(self.occurred_at), "payload": dict(self.payload),
+            "ruleset": self.ruleset, "schema_version": self.schema_version,
+            "prev_hash": self.prev_hash, "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a search."""
+
+    items: tuple[Complaint, ...]
+    total: int
+    limit: int
+    offset: int
+
+    @property
+    def next_offset(self) -> int | None:
+        nxt = self.offset + len(self.items)
+        return nxt if nxt < self.total else None
+
+
+@dataclass
+class FieldCodec:
+    """Decode stored field JSON to typed values for one rule set, masking on the way out."""
+
+    rules: RuleSet
+    _types: dict[str, Any] = field(default_factory=dict)
+
+    def decode(self, stored: str | Mapping[str, Any]) -> dict[str, Any]:
+        raw = json.loads(stored) if isinstance(stored, str) else stored
+        types = self.rules.subject_types
+        out: dict[str, Any] = {}
+        for name, value in raw.items():
+            vtype = types.get(name)
+            out[name] = from_json(vtype, value) if vtype is not None else value
+        return out
+
+    def mask(self, fields: Mapping[str, Any], roles: tuple[str, ...] | None
+             ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        if roles is not None and self.rules.may_read_personal(roles):
+            return dict(fields), ()
+        hidden = tuple(sorted(n for n in self.rules.personal_fields if fields.get(n) is not None))
+        return {k: (mask_value(v) if k in hidden else v) for k, v in fields.items()}, hidden
