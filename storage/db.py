@@ -101,6 +101,7 @@ def read(engine: Engine) -> Iterator[Connection]:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     cfg = Config()
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("script_location",
                         str(resources.files("complaintflow.migrations")))
     cfg.set_main_option("version_locations",

@@ -156,7 +156,7 @@ def verify_all(conn: Connection,
         report.complaints += len(rows)
         if progress is not None:
             progress(len(rows))
-    counters = dict(conn.execute(sa.select(N.c.scope, N.c.value)).tuples().all())
+    counters = {r.scope: r.value for r in conn.execute(sa.select(N.c.scope, N.c.value))}
     for scope in sorted(set(seqs) | set(counters)):
         present = set(seqs.get(scope, []))
         top = max(counters.get(scope, 0), max(present, default=0))
