@@ -160,7 +160,8 @@ def _condition_kind(value: Any) -> str:
             if key in value:
                 return key
         return "compare"
-    return {AllOf: "all", AnyOf: "any", NotOf: "not"}.get(type(value), "compare")
+    kinds: dict[type[BaseModel], str] = {AllOf: "all", AnyOf: "any", NotOf: "not"}
+    return kinds.get(type(value), "compare")
 
 
 Condition = Annotated[

@@ -160,7 +160,6 @@ def fields_read(cond: Condition | None) -> frozenset[str]:
         operand = getattr(cond, key)
         if isinstance(operand, OperandRef) and operand.field:
             names.add(operand.field)
-    names.discard(None)  # type: ignore[arg-type]
     return frozenset(n for n in names if n)
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -132,3 +133,15 @@ class IdempotencyKey(Base):
     event_seq: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+#: Core handles for the hot paths (the engine issues Core statements, not ORM sessions).
+rulesets: Table = _table(RuleSetRow)
+number_sequences: Table = _table(NumberSequence)
+complaints: Table = _table(Complaint)
+events: Table = _table(Event)
+idempotency_keys: Table = _table(IdempotencyKey)

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine as SAEngine, Row
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Engine as SAEngine
 
 from complaintflow.actor import Actor
 from complaintflow.clock import Clock, now_from, system_clock
@@ -38,13 +39,11 @@ from complaintflow.states.conditions import Facts
 from complaintflow.states.machine import ComplaintMachine, TriggerOption
 from complaintflow.storage import db
 from complaintflow.storage.hashing import GENESIS, canonical, event_hash
-from complaintflow.storage.tables import (
-    Complaint as ComplaintRow,
-    Event as EventRow,
-    IdempotencyKey,
-    NumberSequence,
-    RuleSetRow,
-)
+from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import events as E
+from complaintflow.storage.tables import idempotency_keys as K
+from complaintflow.storage.tables import number_sequences as N
+from complaintflow.storage.tables import rulesets as R
 from complaintflow.verify import VerificationReport, verify_all
 from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, mask_value
 
@@ -54,12 +53,6 @@ log = logging.getLogger("complaintflow")
 
 #: Version of the event payload layout; older versions are upcast when read.
 EVENT_SCHEMA_VERSION = 1
-
-C = ComplaintRow.__table__
-E = EventRow.__table__
-K = IdempotencyKey.__table__
-N = NumberSequence.__table__
-R = RuleSetRow.__table__
 
 
 @dataclass(frozen=True)
@@ -471,7 +464,7 @@ class Engine:
 
     def _view(self, codec: FieldCodec, row: Row[Any], roles: tuple[str, ...] | None,
               **override: Any) -> Complaint:
-        values = override.get("fields", None)
+        values = override.get("fields")
         if values is None:
             values = codec.decode(row.fields)
         complaint = Complaint(

@@ -11,17 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from complaintflow.storage.hashing import GENESIS, canonical, event_hash
-from complaintflow.storage.tables import Complaint, Event, NumberSequence
+from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import events as E
+from complaintflow.storage.tables import number_sequences as N
 
 __all__ = ["Finding", "VerificationReport", "verify_all"]
 
 BATCH = 500
-C = Complaint.__table__
-E = Event.__table__
-N = NumberSequence.__table__
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,13 @@ class VerificationReport:
                 "findings": [f.to_json() for f in self.findings]}
 
 
-def _check_chain(row: Row[Any], events: Sequence[Row[Any]]) -> list[Finding]:
+def _check_chain(row: Any, events: Sequence[Any]) -> list[Finding]:
     number = row.number
     out: list[Finding] = []
     prev = GENESIS
     fields: dict[str, Any] = {}
     severity = None
-    last: Row[Any] | None = None
+    last: Any = None
     for expected, ev in enumerate(events, start=1):
         if ev.seq != expected:
             out.append(Finding(number, expected, "missing",
@@ -143,7 +142,7 @@ def verify_all(conn: Connection,
         if not rows:
             break
         last_id = rows[-1].id
-        by_id: dict[int, list[Row[Any]]] = {r.id: [] for r in rows}
+        by_id: dict[int, list[Any]] = {r.id: [] for r in rows}
         for ev in conn.execute(
             sa.select(E).where(E.c.complaint_id.in_(list(by_id)))
             .order_by(E.c.complaint_id, E.c.seq)
