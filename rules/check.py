@@ -6,9 +6,10 @@ Every check appends to one list of problems, so the administrator sees all of th
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -24,12 +25,13 @@ from complaintflow.rules.model import (
 )
 from complaintflow.rules.ruleset import BUILTIN_FIELDS
 from complaintflow.rules.source import Path, SourceMap
+from complaintflow.rules.timing import check_timing
 from complaintflow.rules.values import ValueType, coerce, type_of_field
 
 __all__ = ["OPERATORS", "check_rule_file", "did_you_mean"]
 
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "is_set")
-SUBJECTS = ("field", "actor", "last_actor_of", "count_of")
+SUBJECTS = ("field", "actor", "last_actor_of", "count_of", "elapsed_since")
 _PATTERN_TOKEN = re.compile(r"\{([^{}]*)\}")
 
 
@@ -39,8 +41,11 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
 
 
 class _Checker:
-    def __init__(self, rules: RuleFile, source: SourceMap, graph: bool = True) -> None:
+    def __init__(self, rules: RuleFile, source: SourceMap, graph: bool = True,
+                 ignore: Collection[str] = ()) -> None:
         self.rules = rules
+        # names declared by items that failed the structural pass: not reported as unknown
+        self.ignore = frozenset(ignore)
         # graph checks on a graph with dangling edges would only repeat the real problem
         self.graph = graph
         self.source = source
@@ -53,6 +58,9 @@ class _Checker:
         self.types["state"] = ValueType("enum", tuple(self.states))
         self.types["number"] = ValueType("string")
         self.types["received_at"] = ValueType("datetime")
+        if rules.calendar is not None:
+            self.types["received_in_working_time"] = ValueType("bool")
+            self.types["received_on_working_day"] = ValueType("bool")
 
     def add(self, path: Path, message: str, expected: str | None = None,
             suggestion: str | None = None) -> None:
@@ -62,6 +70,8 @@ class _Checker:
     def ref(self, path: Path, value: str, known: Sequence[str], kind: str) -> bool:
         if value in known:
             return True
+        if value in self.ignore:
+            return False
         if kind == "state":
             self.graph = False
         self.add(path, f"unknown {kind} {value!r}", f"one of the declared {kind}s",
@@ -86,7 +96,7 @@ class _Checker:
                     "separation rule")
         try:
             zoneinfo.ZoneInfo(r.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             self.add(("timezone",), f"unknown time zone {r.timezone!r}", "an IANA zone name",
                      did_you_mean(r.timezone, zoneinfo.available_timezones()))
         self.check_pattern()
@@ -95,6 +105,7 @@ class _Checker:
         self.check_severity()
         self.check_transitions()
         self.check_separation()
+        check_timing(self)
         if r.submit.roles != "*":
             for i, role in enumerate(r.submit.roles):
                 self.ref(("submit", "roles", i), role, self.roles, "role")
@@ -114,6 +125,7 @@ class _Checker:
 
     def check_pattern(self) -> None:
         pattern = self.rules.number_pattern
+        before = len(self.problems)
         tokens = _PATTERN_TOKEN.findall(pattern)
         if "seq" not in [t.split(":")[0] for t in tokens]:
             self.add(("number_pattern",), "the pattern has no {seq} placeholder",
@@ -126,6 +138,12 @@ class _Checker:
             elif spec and not re.fullmatch(r"0?[1-9]d", spec):
                 self.add(("number_pattern",), f"bad format {spec!r} for {{{name}}}",
                          "a width such as 06d")
+        if len(self.problems) == before:
+            try:
+                pattern.format(year=2024, seq=1)
+            except (ValueError, IndexError, KeyError) as exc:
+                self.add(("number_pattern",), f"the pattern cannot be filled in: {exc}",
+                         "literal text with {year} and {seq} placeholders")
 
     def check_fields(self) -> None:
         for i, f in enumerate(self.rules.fields):
@@ -225,7 +243,7 @@ class _Checker:
 
     def subject_type(self, path: Path, ref: Compare | OperandRef,
                      fields_only: bool) -> ValueType | None:
-        given = [k for k in SUBJECTS if getattr(ref, k) is not None]
+        given = [k for k in SUBJECTS if getattr(ref, k, None) is not None]
         if len(given) != 1:
             self.add(path, f"names {len(given)} subjects ({', '.join(given) or 'none'})",
                      "exactly one of " + ", ".join(SUBJECTS))
@@ -243,9 +261,21 @@ class _Checker:
                 return None
             return self.types[value]
         if kind == "actor":
-            return ValueType("string_list") if value == "roles" else ValueType("string")
+            if value == "roles":
+                # the actor's roles are declared roles: literals are checked against them
+                return ValueType("enum_list", tuple(self.roles))
+            return ValueType("string")
         if not self.ref((*path, kind), value, self.triggers, "trigger"):
             return None
+        if kind == "elapsed_since":
+            assert isinstance(ref, Compare)
+            calendars = [c.id for c in self.rules.calendars]
+            if ref.calendar is not None:
+                self.ref((*path, "calendar"), ref.calendar, calendars, "calendar")
+            elif ref.unit.startswith("working") and self.rules.calendar is None:
+                self.add((*path, "unit"), f"{ref.unit} needs a calendar",
+                         "a 'calendar' here or at the top of the file")
+            return ValueType("decimal")
         return ValueType("string") if kind == "last_actor_of" else ValueType("integer")
 
     def compare(self, path: Path, cmp: Compare, fields_only: bool) -> None:
@@ -275,7 +305,8 @@ class _Checker:
             return
         if op in ("in", "not_in"):
             if subject.is_list:
-                self.add(opath, f"{op} needs a single value, not {subject.describe()}")
+                self.add(opath, f"{op} needs a single value, not {subject.describe()}",
+                         "a single-valued subject (for a list, use contains)")
                 return
             for i, item in enumerate(operand):
                 self.literal((*opath, i), subject, item)
@@ -306,14 +337,25 @@ class _Checker:
             self.add(path, f"compares {target.kind} with {type(value).__name__} {value!r}",
                      "a quoted string")
             return
-        if target.numeric and isinstance(value, float):
-            value = Decimal(str(value))
+        if target.numeric:
+            # a number of either kind compares with either numeric type, as fields do;
+            # a quoted '5' is text, and is not silently read as a number
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.add(path, f"compares {target.kind} with {type(value).__name__} {value!r}",
+                         "a number (without quotes)")
+            elif not math.isfinite(value):
+                self.add(path, f"{value!r} is not a finite number", "a finite number")
+            return
+        if target.kind == "enum":
+            if value not in target.values:
+                self.add(path, f"{value!r} is not one of {', '.join(target.values)}",
+                         "one of the listed values", did_you_mean(str(value), target.values))
+            return
         try:
             coerce(target, value)
         except ValueError as exc:
-            suggestion = did_you_mean(str(value), target.values) if target.values else None
             self.add(path, f"{value!r} does not fit {target.describe()}: {exc}",
-                     target.describe(), suggestion)
+                     target.describe())
 
     # -- the graph --------------------------------------------------------------------------
 
@@ -325,12 +367,12 @@ class _Checker:
             for s in t.source:
                 if s in known and t.to in known:
                     edges[s].add(t.to)
-        finals = {s.id for s in r.states if s.final}
+        finals = {state.id for state in r.states if state.final}
         if not finals:
             self.add(("states",), "no state is final", "at least one state with final: true")
-        for i, s in enumerate(r.states):
-            if s.final and edges.get(s.id, set()) - {s.id}:
-                self.add(("states", i, "final"), f"final state {s.id!r} has transitions out",
+        for i, state in enumerate(r.states):
+            if state.final and edges.get(state.id, set()) - {state.id}:
+                self.add(("states", i, "final"), f"final state {state.id!r} has transitions out",
                          "no transition from a final state")
         if r.initial not in known:
             return
@@ -349,12 +391,12 @@ class _Checker:
                 if s not in reaches_final and outs & reaches_final:
                     reaches_final.add(s)
                     changed = True
-        for i, s in enumerate(r.states):
-            if s.id not in reachable:
-                self.add(("states", i, "id"), f"state {s.id!r} is unreachable from "
+        for i, state in enumerate(r.states):
+            if state.id not in reachable:
+                self.add(("states", i, "id"), f"state {state.id!r} is unreachable from "
                          f"{r.initial!r}", "a transition leading to it")
-            elif finals and s.id not in reaches_final:
-                self.add(("states", i, "id"), f"state {s.id!r} has no way to a final state",
+            elif finals and state.id not in reaches_final:
+                self.add(("states", i, "id"), f"state {state.id!r} has no way to a final state",
                          "a path to a final state")
 
     def check_ambiguity(self) -> None:
@@ -440,7 +482,7 @@ def _compare_disjoint(a: Compare, b: Compare) -> bool:
 
 def _disjoint(a: Condition, b: Condition) -> bool:
     """True only when ``a`` and ``b`` can never hold together."""
-    if isinstance(a, NotOf) and a.not_ == b or isinstance(b, NotOf) and b.not_ == a:
+    if (isinstance(a, NotOf) and a.not_ == b) or (isinstance(b, NotOf) and b.not_ == a):
         return True
     if isinstance(a, AllOf):
         return any(_disjoint(x, b) for x in a.all)
@@ -455,7 +497,10 @@ def _disjoint(a: Condition, b: Condition) -> bool:
     return False
 
 
-def check_rule_file(rules: RuleFile, source: SourceMap, *,
-                    graph: bool = True) -> list[RuleProblem]:
-    """Reference, type and (with ``graph``) state-graph problems of a structurally valid file."""
-    return _Checker(rules, source, graph).run()
+def check_rule_file(rules: RuleFile, source: SourceMap, *, graph: bool = True,
+                    ignore: Collection[str] = ()) -> list[RuleProblem]:
+    """Reference, type and (with ``graph``) state-graph problems of a structurally valid file.
+
+    Names in ``ignore`` are not reported when a reference to them is unknown (the loader
+    passes what the items that failed the structural pass declared)."""
+    return _Checker(rules, source, graph, ignore).run()

@@ -9,11 +9,12 @@ import hashlib
 import json
 import types
 import typing
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path as FilePath
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Discriminator, Tag, ValidationError
 
 from complaintflow.errors import RuleError, RuleProblem
 from complaintflow.rules.check import check_rule_file, did_you_mean
@@ -62,11 +63,12 @@ def parse_rules(text: str, source_name: str = "<string>") -> RuleSet:
     if problems:
         raise RuleError(problems)
     if not isinstance(data, dict):
-        raise RuleError([source.problem((), "the rule file must be a mapping", "a mapping")])
+        raise RuleError([source.problem((), "the rule file must be a mapping",
+                                        expected="a mapping")])
     try:
         definition = RuleFile.model_validate(data)
     except ValidationError as exc:
-        problems = _structural_problems(exc, data, source)
+        problems = _structural_problems(exc, source)
         problems.extend(_check_remainder(exc, data, source, {p.path for p in problems}))
         raise RuleError(problems) from None
     problems = check_rule_file(definition, source)
@@ -92,8 +94,9 @@ class _ShiftedSource(SourceMap):
     def translate(self, path: Path) -> Path:
         for prefix, kept in self.kept.items():
             n = len(prefix)
-            if tuple(path[:n]) == prefix and len(path) > n and isinstance(path[n], int):
-                return (*path[:n], kept[path[n]], *path[n + 1:])
+            index = path[n] if len(path) > n else None
+            if tuple(path[:n]) == prefix and isinstance(index, int):
+                return (*path[:n], kept[index], *path[n + 1:])
         return path
 
     def problem(self, path: Path, message: str, **kw: Any) -> RuleProblem:
@@ -114,6 +117,7 @@ def _check_remainder(exc: ValidationError, data: dict[str, Any], source: SourceM
         bad.setdefault(prefix, set()).add(int(loc[len(prefix)]))
     pruned: dict[str, Any] = dict(data)
     kept: dict[tuple[str, ...], list[int]] = {}
+    declared: set[str] = set()
     for prefix, indices in bad.items():
         parent: dict[str, Any] = pruned
         for key in prefix[:-1]:
@@ -122,15 +126,27 @@ def _check_remainder(exc: ValidationError, data: dict[str, Any], source: SourceM
         items = parent[prefix[-1]]
         kept[prefix] = [i for i in range(len(items)) if i not in indices]
         parent[prefix[-1]] = [items[i] for i in kept[prefix]]
+        # what a dropped item declares still exists as far as the author is concerned
+        for i in indices:
+            if isinstance(items[i], dict):
+                declared.update(v for k, v in items[i].items()
+                                if k in ("id", "trigger") and isinstance(v, str))
     try:
         definition = RuleFile.model_validate(pruned)
     except ValidationError:
         return []
     shifted = _ShiftedSource(source, kept)
-    return [p for p in check_rule_file(definition, shifted, graph=False) if p.path not in reported]
+    return [p for p in check_rule_file(definition, shifted, graph=False, ignore=declared)
+            if p.path not in reported]
 
 
 # -- mapping pydantic's errors back onto the document ---------------------------------------
+#
+# pydantic's ``loc`` mixes document keys with names that are not in the document: the tag of a
+# discriminated union ('compare', 'all', 'ref', 'literal', ...) and, for a union without a
+# discriminator, one label per alternative ('list[constrained-str]', "literal['*']", 'str').
+# A tag can equal a key (``{all: [...]}`` is reported under 'all', 'all'), so the walk follows
+# the models instead of guessing from the names.
 
 def _unwrap(annotation: Any) -> list[Any]:
     """The alternatives an annotation allows, with Annotated/Optional stripped."""
@@ -145,77 +161,155 @@ def _unwrap(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _field_annotation(model: type[BaseModel], key: str) -> Any:
-    for name, info in model.model_fields.items():
-        if key in (name, info.alias):
-            return info.annotation
+def _tags(annotation: Any) -> dict[str, Any] | None:
+    """The alternatives of a discriminated union by tag, or None if it is not one."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(annotation)
+        if not any(isinstance(m, Discriminator) for m in meta):
+            return _tags(base)
+        out: dict[str, Any] = {}
+        for alternative in typing.get_args(base):
+            inner, *marks = typing.get_args(alternative)
+            out.update({m.tag: inner for m in marks if isinstance(m, Tag)})
+        return out
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _tags(arg)
+            if found is not None:
+                return found
     return None
 
 
-def _model_at(loc: tuple[Any, ...], data: Any) -> tuple[type[BaseModel] | None, Path]:
-    """Walk ``loc`` through the models and the data; return the model at the end and the
-    path in the document (pydantic's union tags are not part of the document)."""
+def _alternative(options: list[Any], label: str) -> Any:
+    """The alternative of a plain union that pydantic's label names."""
+    for option in options:
+        origin = typing.get_origin(option)
+        if label.startswith("list[") and origin is list:
+            return option
+        if label.startswith("literal[") and origin is typing.Literal:
+            return option
+        if isinstance(option, type) and label == option.__name__:
+            return option
+    return None
+
+
+def _field_annotation(model: type[BaseModel], key: str) -> Any:
+    for name, info in model.model_fields.items():
+        if key in (name, info.alias):
+            # pydantic keeps the Annotated metadata of a field (e.g. its Discriminator) apart
+            return typing.Annotated[(info.annotation, *info.metadata)] if info.metadata \
+                else info.annotation
+    return None
+
+
+def _model_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, Path, tuple[int, ...]]:
+    """Walk ``loc`` through the models. Return the model at the end (if any), the path in
+    the document, and the positions in ``loc`` that are labels of union alternatives."""
     current: Any = RuleFile
-    node: Any = data
     path: list[str | int] = []
-    for part in loc:
+    labels: list[int] = []
+    for i, part in enumerate(loc):
+        tags = _tags(current)
+        if tags is not None and part in tags:
+            current = tags[part]
+            continue
         options = [o for o in _unwrap(current) if o is not type(None)]
-        models = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
-        if isinstance(part, int):
-            seq = [o for o in options if typing.get_origin(o) is list]
-            if seq and isinstance(node, list) and part < len(node):
-                current, node = typing.get_args(seq[0])[0], node[part]
-                path.append(part)
-                continue
-            return None, tuple(path)
-        if isinstance(node, dict) and part in node and models:
-            model = next((m for m in models if _field_annotation(m, part) is not None),
-                         models[0])
-            current, node = _field_annotation(model, part), node[part]
-            path.append(part)
-            continue
-        by_name = [m for m in models if m.__name__ == part]
-        if by_name:
-            current = by_name[0]
-            continue
-        if isinstance(node, dict) and models:
-            # a union tag such as 'compare' or 'literal': stay on this node
-            current = models[0] if part in ("compare", "all", "any", "not", "ref") else current
-            if part not in ("compare", "all", "any", "not", "ref", "literal"):
-                path.append(part)
-                return None, tuple(path)
-            continue
-        if part in ("literal", "ref"):
+        if len(options) > 1 and isinstance(part, str):
+            labels.append(i)
+            current = _alternative(options, part)
             continue
         path.append(part)
-        return None, tuple(path)
+        if isinstance(part, int):
+            seq = next((o for o in options if typing.get_origin(o) is list), None)
+            current = typing.get_args(seq)[0] if seq is not None else None
+        else:
+            models = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+            current = _field_annotation(models[0], str(part)) if models else None
     models = [o for o in _unwrap(current) if isinstance(o, type) and issubclass(o, BaseModel)]
-    return (models[0] if models else None), tuple(path)
+    return (models[0] if len(models) == 1 else None), tuple(path), tuple(labels)
 
 
 def _allowed_keys(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def _structural_problems(exc: ValidationError, data: Any,
-                         source: SourceMap) -> list[RuleProblem]:
+def _describe_alternative(label: str) -> str:
+    if label.startswith("literal["):
+        return label[len("literal["):-1]
+    if label.startswith("list["):
+        return "a list"
+    return {"str": "text", "int": "an integer", "float": "a number",
+            "bool": "true or false"}.get(label, "a mapping")
+
+
+@dataclass
+class _Located:
+    err: Any
+    loc: tuple[Any, ...]
+    model: type[BaseModel] | None
+    path: Path
+    labels: tuple[int, ...]
+    alternatives: list[str] = field(default_factory=list)
+
+
+def _locate(err: Any) -> _Located:
+    loc = tuple(err["loc"])
+    target = loc[:-1] if err["type"] == "extra_forbidden" else loc
+    model, path, labels = _model_at(target)
+    if err["type"] == "extra_forbidden":
+        path = (*path, str(loc[-1]))
+    return _Located(err, loc, model, path, labels)
+
+
+def _one_per_union(items: list[_Located]) -> list[_Located]:
+    """A union without a discriminator fails once per alternative. Keep the alternative that
+    got furthest into the value (the one the author meant); when none got past the value
+    itself, report one problem listing what would have been accepted."""
+    level = 0
+    while True:
+        groups: dict[tuple[Any, ...], list[_Located]] = {}
+        for item in items:
+            if len(item.labels) > level:
+                groups.setdefault(item.loc[: item.labels[level]], []).append(item)
+        if not groups:
+            return items
+        dropped: set[int] = set()
+        for prefix, members in groups.items():
+            at = len(prefix)
+            depth: dict[str, int] = {}
+            for m in members:
+                label = str(m.loc[at])
+                depth[label] = max(depth.get(label, 0), len(m.loc) - at - 1)
+            deepest = max(depth.values())
+            if deepest > 0:
+                dropped.update(id(m) for m in members if depth[str(m.loc[at])] < deepest)
+            else:
+                members[0].alternatives = list(dict.fromkeys(str(m.loc[at]) for m in members))
+                dropped.update(id(m) for m in members[1:])
+        items = [item for item in items if id(item) not in dropped]
+        level += 1
+
+
+def _structural_problems(exc: ValidationError, source: SourceMap) -> list[RuleProblem]:
     problems: list[RuleProblem] = []
     seen: set[tuple[str, str]] = set()
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        kind = err["type"]
+    for item in _one_per_union([_locate(e) for e in exc.errors(include_url=False)]):
+        err, kind = item.err, item.err["type"]
+        shown = json.dumps(err.get("input"), ensure_ascii=False, default=str)[:60]
         if kind == "extra_forbidden":
-            parent, path = _model_at(loc[:-1], data)
-            key = str(loc[-1])
-            full: Path = (*path, key)
-            allowed = _allowed_keys(parent) if parent else []
+            key = str(item.path[-1])
+            allowed = _allowed_keys(item.model) if item.model else []
             problem = source.problem(
-                full, f"unknown key {key!r}",
+                item.path, f"unknown key {key!r}",
                 expected=("one of " + ", ".join(allowed)) if allowed else None,
                 suggestion=did_you_mean(key, allowed), key=True,
             )
+        elif item.alternatives:
+            accepted = [_describe_alternative(a) for a in item.alternatives]
+            problem = source.problem(item.path, f"not a valid value (got {shown})",
+                                     expected=" or ".join(dict.fromkeys(accepted)))
         else:
-            _, path = _model_at(loc, data)
             expected = None
             suggestion = None
             if kind == "literal_error":
@@ -226,10 +320,9 @@ def _structural_problems(exc: ValidationError, data: Any,
                 expected = "this key"
             elif kind == "string_pattern_mismatch":
                 expected = "a lower-case identifier such as 'claimed_amount'"
-            value = err.get("input")
-            shown = json.dumps(value, ensure_ascii=False, default=str)[:60]
             message = err["msg"] if kind == "missing" else f"{err['msg']} (got {shown})"
-            problem = source.problem(path, message, expected=expected, suggestion=suggestion)
+            problem = source.problem(item.path, message, expected=expected,
+                                     suggestion=suggestion)
         marker = (problem.path, problem.message)
         if marker not in seen:
             seen.add(marker)

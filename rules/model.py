@@ -7,6 +7,7 @@ of every condition are checked after this structural pass, in ``complaintflow.ru
 
 from __future__ import annotations
 
+from datetime import date as date_
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -20,9 +21,15 @@ from pydantic import (
 )
 
 __all__ = [
+    "WEEKDAYS",
     "AllOf",
     "AnyOf",
     "ApprovalDef",
+    "BreachActions",
+    "CalendarDef",
+    "CalendarOverride",
+    "Duration",
+    "DurationVariant",
     "Compare",
     "Condition",
     "FieldDef",
@@ -31,6 +38,7 @@ __all__ = [
     "NotOf",
     "OperandRef",
     "PersonalDataDef",
+    "ReviewDef",
     "RoleDef",
     "RuleFile",
     "SeparationRule",
@@ -38,7 +46,10 @@ __all__ = [
     "SeverityRule",
     "StateDef",
     "SubmitDef",
+    "TimerDef",
+    "TimerStart",
     "TransitionDef",
+    "WarningDef",
 ]
 
 Identifier = Annotated[
@@ -94,6 +105,15 @@ class FieldDef(Strict):
 
 
 ActorAttribute = Literal["id", "department", "roles"]
+TimeUnit = Literal[
+    "minutes", "hours", "days", "working_minutes", "working_hours", "working_days"
+]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+IntervalText = Annotated[
+    str,
+    StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$"),
+]
 
 
 class OperandRef(Strict):
@@ -130,6 +150,13 @@ class Compare(Strict):
     actor: ActorAttribute | None = None
     last_actor_of: Identifier | None = None
     count_of: Identifier | None = None
+    elapsed_since: Identifier | None = Field(
+        None, description="time since the latest firing of this trigger (null if never), "
+        "counted in `unit` on `calendar`; for not-before windows"
+    )
+    unit: TimeUnit = Field("days", description="unit of elapsed_since")
+    calendar: Identifier | None = Field(None, description="calendar of elapsed_since "
+                                        "(default: the rule file's calendar)")
     eq: OperandValue | None = None
     ne: OperandValue | None = None
     lt: OperandValue | None = None
@@ -242,6 +269,123 @@ class PersonalDataDef(Strict):
     )
 
 
+class Duration(Strict):
+    """An amount of time: exactly one key. Working units follow the timer's calendar."""
+
+    minutes: int | None = Field(None, ge=0)
+    hours: int | None = Field(None, ge=0)
+    days: int | None = Field(None, ge=0)
+    working_minutes: int | None = Field(None, ge=0)
+    working_hours: int | None = Field(None, ge=0)
+    working_days: int | None = Field(None, ge=0)
+
+
+class CalendarOverride(Strict):
+    date: date_
+    kind: Literal["holiday", "workday", "hours"]
+    hours: list[IntervalText] = Field([], description="with kind 'hours': e.g. ['08:30-12:00']")
+    note: str = Field(min_length=1, description="where this comes from (e.g. 国办发明电 notice)")
+
+
+class CalendarDef(Strict):
+    """A working calendar: time zone, weekly hours, official holidays, overrides."""
+
+    id: Identifier
+    label: Label | None = None
+    timezone: str = Field(description="IANA zone, e.g. Asia/Shanghai")
+    country: str | None = Field(
+        "CN", description="holiday data from the `holidays` package (China: with 调休 days)"
+    )
+    hours: dict[Weekday, list[IntervalText]] = Field(
+        description="weekly working intervals per weekday, e.g. mon: ['08:30-12:00', ...]"
+    )
+    makeup_hours: list[IntervalText] = Field(
+        [], description="hours of an official make-up working day (default: Monday's)"
+    )
+    overrides: list[CalendarOverride] = []
+    official_through: int | None = Field(
+        None, description="last year whose official schedule is known"
+    )
+    beyond: Literal["error", "provisional"] = Field(
+        "error", description="deadlines after official_through: refuse, or compute on "
+        "weekdays only and flag them provisional"
+    )
+
+
+class TimerStart(Strict):
+    """When the clock starts: at receipt, on entering a state, or when a trigger fires."""
+
+    on: Literal["receipt", "enter", "trigger"]
+    states: list[Identifier] = []
+    triggers: list[Identifier] = []
+
+
+class DurationVariant(Strict):
+    when: Condition
+    duration: Duration
+
+
+class WarningDef(Strict):
+    """A warning before the breach: at a fraction of the budget, or a lead time before it."""
+
+    fraction: float | None = Field(None, gt=0, description="e.g. 0.75 of the budget")
+    before: Duration | None = Field(None, description="calendar time before the breach")
+    notify: list[Identifier] = []
+
+
+class BreachActions(Strict):
+    notify: list[Identifier] = Field([], description="roles to notify (outbox)")
+    raise_severity: Identifier | None = Field(None, description="severity level to raise to")
+    reassign: Identifier | None = Field(None, description="role the complaint escalates to")
+    fire: Identifier | None = Field(None, description="trigger fired by the system")
+
+
+class TimerDef(Strict):
+    """An SLA clock kept as a ledger: started, paused, extended; due instants derived."""
+
+    id: Identifier
+    label: Label
+    calendar: Identifier | None = Field(None, description="default: the rule file's calendar")
+    start: TimerStart
+    stop: list[Identifier] = Field([], description="entering any of these states stops it")
+    stop_triggers: list[Identifier] = Field(
+        [], description="firing any of these triggers stops it (e.g. the first response)"
+    )
+    pause: list[Identifier] = Field([], description="the clock pauses while in these states")
+    condition: Condition | None = Field(None, description="start only when this holds")
+    duration: Duration
+    variants: list[DurationVariant] = Field(
+        [], description="the first variant whose condition holds replaces the duration"
+    )
+    count_start_day: bool = Field(
+        False, description="working_days: the start day counts as day 1 ('the same day')"
+    )
+    align_to_opening: bool = Field(
+        False, description="started outside working time: count from the next opening"
+    )
+    warnings: list[WarningDef] = []
+    on_breach: BreachActions = BreachActions()
+    extendable: bool = Field(True, description="may be extended with the customer's consent")
+    extend_roles: list[Identifier] = Field(
+        [], description="roles that may extend the clock (empty: any declared role)"
+    )
+    seed: str | None = Field(None, description="the procedure rule it encodes")
+
+
+class ReviewDef(Strict):
+    """A periodic review of unresolved complaints (e.g. on the 4th of each month)."""
+
+    id: Identifier
+    label: Label
+    day_of_month: int = Field(ge=1, le=28)
+    at: str = Field("09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                    description="local time on the calendar")
+    calendar: Identifier | None = None
+    states: list[Identifier] = Field(min_length=1, description="complaints in these states")
+    notify: list[Identifier] = Field(min_length=1)
+    seed: str | None = None
+
+
 class RuleFile(Strict):
     """A complete rule file."""
 
@@ -264,11 +408,18 @@ class RuleFile(Strict):
     roles: list[RoleDef] = Field(min_length=1)
     fields: list[FieldDef] = []
     severity: SeverityDef
+    calendar: Identifier | None = Field(
+        None, description="the default calendar (timers, elapsed_since, received_* fields)"
+    )
+    calendars: list[CalendarDef] = []
+    timers: list[TimerDef] = []
+    reviews: list[ReviewDef] = []
     submit: SubmitDef = SubmitDef()
     transitions: list[TransitionDef] = Field(min_length=1)
     separation_of_duties: list[SeparationRule] = []
     personal_data: PersonalDataDef = PersonalDataDef()
 
 
-for _model in (AllOf, AnyOf, NotOf, SeverityRule, ApprovalDef, TransitionDef, RuleFile):
+for _model in (AllOf, AnyOf, NotOf, SeverityRule, ApprovalDef, TransitionDef, DurationVariant,
+               TimerDef, RuleFile):
     _model.model_rebuild()

@@ -19,7 +19,8 @@ from complaintflow.rules.values import ValueType, type_of_field
 __all__ = ["BUILTIN_FIELDS", "RuleSet"]
 
 #: Subjects every condition may read besides the declared fields.
-BUILTIN_FIELDS = ("severity", "state", "number", "received_at")
+BUILTIN_FIELDS = ("severity", "state", "number", "received_at", "received_in_working_time",
+                  "received_on_working_day")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class RuleSet:
         types["state"] = ValueType("enum", tuple(self.states))
         types["number"] = ValueType("string")
         types["received_at"] = ValueType("datetime")
+        if self.definition.calendar is not None:
+            types["received_in_working_time"] = ValueType("bool")
+            types["received_on_working_day"] = ValueType("bool")
         return types
 
     def separation_rules_for(self, trigger: str) -> tuple[SeparationRule, ...]:

@@ -35,6 +35,8 @@ _STANDARD_TAGS = {
 _INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _MAX_DEPTH = 64
+# aliases are expanded: without a budget, 20 lines of nested aliases expand to millions of values
+_MAX_VALUES = 100_000
 
 
 def format_path(path: Path) -> str:
@@ -98,6 +100,7 @@ class _Reader:
     def __init__(self, source: SourceMap) -> None:
         self.source = source
         self.problems: list[RuleProblem] = []
+        self.budget = _MAX_VALUES
 
     def here(self, node: yaml.Node) -> Located:
         return Located(node.start_mark.line + 1, node.start_mark.column + 1)
@@ -110,6 +113,12 @@ class _Reader:
         )
 
     def value(self, node: yaml.Node, path: Path, active: set[int]) -> Any:
+        self.budget -= 1
+        if self.budget == 0:
+            self.fail(path, node, f"the document expands to more than {_MAX_VALUES} values",
+                      "fewer aliases")
+        if self.budget <= 0:
+            return None
         self.source.positions[path] = self.here(node)
         if len(path) > _MAX_DEPTH or id(node) in active:
             self.fail(path, node, "document nests too deeply or refers to itself")
@@ -126,7 +135,8 @@ class _Reader:
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                merge = key_node.tag == "tag:yaml.org,2002:merge"
+                if not isinstance(key_node, yaml.ScalarNode) or merge:
                     self.fail(path, key_node, "mapping keys must be plain strings")
                     continue
                 key = str(key_node.value)
@@ -173,6 +183,14 @@ def read_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[RuleProblem]]:
             f"malformed YAML: {exc.problem or exc.context}",
             "well-formed YAML",
         )
+        return None, source, [problem]
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; no mark
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problem = RuleProblem(file, line, column, "",
+                              f"malformed YAML: character U+{code:04X} is not allowed",
+                              "printable text")
         return None, source, [problem]
     except yaml.YAMLError as exc:
         return None, source, [RuleProblem(file, None, None, "", f"malformed YAML: {exc}")]

@@ -8,6 +8,7 @@ ISO-8601 UTC with ``Z``, enum lists as sorted-free lists in the given order.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -19,6 +20,10 @@ __all__ = ["ValueType", "coerce", "from_json", "to_json", "type_of_field"]
 
 DEFAULT_STRING_MAX = 200
 DEFAULT_TEXT_MAX = 20_000
+# plain ASCII numbers only: int() and Decimal() would also take '1_000' and other scripts' digits
+_INTEGER_TEXT = re.compile(r"[-+]?[0-9]+")
+_DECIMAL_RANGE = 100
+_DECIMAL_TEXT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,8 @@ def _parse_decimal(raw: Any) -> Decimal:
         raise ValueProblem("expected a number, got a boolean")
     if isinstance(raw, float) and not math.isfinite(raw):
         raise ValueProblem("expected a finite number")
+    if isinstance(raw, str) and not _DECIMAL_TEXT.fullmatch(raw.strip()):
+        raise ValueProblem(f"{raw!r} is not a number")
     if isinstance(raw, int | float | Decimal | str):
         try:
             value = Decimal(str(raw).strip())
@@ -109,6 +116,10 @@ def _parse_decimal(raw: Any) -> Decimal:
             raise ValueProblem(f"{raw!r} is not a number") from None
         if not value.is_finite():
             raise ValueProblem("expected a finite number")
+        # '1e999999999' is finite, but its plain (to_json) form would be a billion digits
+        if not value.is_zero() and not -_DECIMAL_RANGE <= value.adjusted() <= _DECIMAL_RANGE:
+            raise ValueProblem(f"out of range (at most {_DECIMAL_RANGE} digits either side of "
+                               "the decimal point)")
         return value
     raise ValueProblem(f"expected a number, got {type(raw).__name__}")
 
@@ -128,10 +139,12 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None) -> Any:
     if kind == "integer":
         if isinstance(raw, bool) or not isinstance(raw, int | str):
             raise ValueProblem(f"expected an integer, got {type(raw).__name__}")
+        if isinstance(raw, str) and not _INTEGER_TEXT.fullmatch(raw.strip()):
+            raise ValueProblem(f"{raw!r} is not an integer")
         try:
             return int(raw)
-        except ValueError:
-            raise ValueProblem(f"{raw!r} is not an integer") from None
+        except ValueError:  # more digits than Python converts
+            raise ValueProblem("the integer is too long") from None
     if kind == "decimal":
         return _parse_decimal(raw)
     if kind == "date":

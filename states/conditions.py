@@ -5,12 +5,15 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from complaintflow.actor import Actor
 from complaintflow.rules.model import AllOf, AnyOf, Compare, Condition, NotOf, OperandRef
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueType, coerce
+from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["Facts", "Scope", "compile_condition", "fields_read"]
 
@@ -22,14 +25,17 @@ class Facts:
     last_actor: dict[str, str] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
     last_seq: dict[str, int] = field(default_factory=dict)
+    last_time: dict[str, datetime] = field(default_factory=dict)
     entered_seq: int = 0  # the event that entered the current state
 
     def record(self, seq: int, trigger: str | None, actor_id: str, from_state: str | None,
-               to_state: str) -> None:
+               to_state: str, occurred_at: datetime | None = None) -> None:
         if trigger is not None:
             self.last_actor[trigger] = actor_id
             self.count[trigger] = self.count.get(trigger, 0) + 1
             self.last_seq[trigger] = seq
+            if occurred_at is not None:
+                self.last_time[trigger] = occurred_at
         if from_state != to_state:
             self.entered_seq = seq
 
@@ -42,6 +48,9 @@ class Scope:
     fields: Mapping[str, Any]
     actor: Actor
     facts: Facts
+    now: datetime | None = None
+    calendars: Mapping[str, WorkingCalendar] = field(default_factory=dict)
+    default_calendar: str | None = None
 
 
 Getter = Callable[[Scope], Any]
@@ -58,12 +67,51 @@ def _subject(ref: Compare | OperandRef) -> Getter:
     if ref.last_actor_of is not None:
         trig = ref.last_actor_of
         return lambda s: s.facts.last_actor.get(trig)
+    if isinstance(ref, Compare) and ref.elapsed_since is not None:
+        return _elapsed(ref.elapsed_since, ref.unit, ref.calendar)
     assert ref.count_of is not None
     trig = ref.count_of
     return lambda s: s.facts.count.get(trig, 0)
 
 
+def _working_dates_after(cal: WorkingCalendar, since: datetime, now: datetime) -> int:
+    """Working dates after the date of ``since`` up to and including the date of ``now``
+    (local dates): "on the Nth working day after"."""
+    day = cal.to_local(since).date()
+    last = cal.to_local(now).date()
+    count = 0
+    while day < last:
+        day += timedelta(days=1)
+        count += cal.is_working_day(day)
+    return count
+
+
+def _elapsed(trigger: str, unit: str, calendar: str | None) -> Getter:
+    """Time since the latest firing of ``trigger`` in ``unit`` (a Decimal), or None."""
+
+    def get(s: Scope) -> Decimal | None:
+        since = s.facts.last_time.get(trigger)
+        if since is None or s.now is None:
+            return None
+        if unit in ("minutes", "hours", "days"):
+            seconds = Decimal((s.now - since).total_seconds())
+        else:
+            cal = s.calendars.get(calendar or s.default_calendar or "")
+            if cal is None:
+                return None
+            if unit == "working_days":
+                return Decimal(_working_dates_after(cal, since, s.now))
+            seconds = Decimal(cal.between(since, s.now).total_seconds())
+        per = {"minutes": 60, "hours": 3600, "days": 86400, "working_minutes": 60,
+               "working_hours": 3600}[unit]
+        return seconds / per
+
+    return get
+
+
 def _subject_type(ref: Compare | OperandRef, rules: RuleSet) -> ValueType:
+    if isinstance(ref, Compare) and ref.elapsed_since is not None:
+        return ValueType("decimal")
     if ref.field is not None:
         return rules.subject_types[ref.field]
     if ref.actor is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from transitions import EventData, Machine
@@ -19,6 +20,7 @@ from complaintflow.errors import TriggerNotAllowed, UnknownTrigger
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.states.conditions import Facts, Scope, severity_function
 from complaintflow.states.guards import CompiledTransition, Refusal, compile_transition
+from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["ComplaintMachine", "Step", "TriggerOption"]
 
@@ -68,6 +70,7 @@ class _Attempt:
     facts: Facts
     data: Mapping[str, Any]
     floor: str | None
+    now: datetime | None = None
     pending_input: bool = False
     refusals: list[Refusal] = field(default_factory=list)
     chosen: Step | None = None
@@ -77,7 +80,8 @@ class _Attempt:
         updated, problems = ct.apply_data(rules, self.before, self.data)
         severity = self.machine.severity(updated, self.floor)
         scope_fields = {**updated, **self.builtins, "severity": severity}
-        scope = Scope(scope_fields, self.actor, self.facts)
+        scope = Scope(scope_fields, self.actor, self.facts, self.now, self.machine.calendars,
+                      rules.definition.calendar)
         refusal = ct.check(rules, self.actor, scope, problems, self.before,
                            pending_input=self.pending_input)
         return refusal, updated, severity
@@ -94,8 +98,10 @@ class _Attempt:
 class ComplaintMachine:
     """The state machine of one rule-set version."""
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet,
+                 calendars: Mapping[str, WorkingCalendar] | None = None) -> None:
         self.rules = rules
+        self.calendars: Mapping[str, WorkingCalendar] = calendars or {}
         self.severity = severity_function(rules)
         self.compiled = tuple(compile_transition(i, t, rules)
                               for i, t in enumerate(rules.transitions))
@@ -136,6 +142,7 @@ class ComplaintMachine:
         facts: Facts,
         data: Mapping[str, Any],
         floor: str | None = None,
+        now: datetime | None = None,
     ) -> Step:
         """Run the guards and the machine step; raise the specific refusal if refused."""
         if trigger not in self._sources:
@@ -146,7 +153,7 @@ class ComplaintMachine:
             raise TriggerNotAllowed(number, trigger, state,
                                     f"{trigger!r} is allowed only from {allowed}")
         attempt = _Attempt(self, number, actor, fields, {**builtins, "state": state}, facts,
-                           data, floor)
+                           data, floor, now)
         subject = _Subject(state)
         if not self._machine.events[trigger].trigger(subject, attempt=attempt):
             best = max(attempt.refusals, key=lambda r: r.rank)
@@ -163,11 +170,12 @@ class ComplaintMachine:
         builtins: Mapping[str, Any],
         facts: Facts,
         floor: str | None = None,
+        now: datetime | None = None,
     ) -> list[TriggerOption]:
         """Every transition out of ``state`` and whether ``actor`` may fire it now."""
         out: list[TriggerOption] = []
         attempt = _Attempt(self, number, actor, fields, {**builtins, "state": state}, facts,
-                           {}, floor, pending_input=True)
+                           {}, floor, now, pending_input=True)
         for ct in self.compiled:
             d = ct.definition
             if state not in d.source:

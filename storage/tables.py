@@ -8,8 +8,10 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -17,12 +19,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import text as sa_text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Complaint", "Event", "IdempotencyKey", "NumberSequence", "RuleSetRow",
-           "UTCDateTime"]
+__all__ = ["Base", "Complaint", "Deadline", "Event", "IdempotencyKey", "NumberSequence",
+           "Outbox", "ReviewRun", "RuleSetRow", "Timer", "UTCDateTime"]
 
 Id = BigInteger().with_variant(Integer, "sqlite")
 
@@ -97,6 +100,7 @@ class Complaint(Base):
     fields: Mapped[str] = mapped_column(Text)
     head_seq: Mapped[int] = mapped_column(Integer)
     head_hash: Mapped[str] = mapped_column(String(64))
+    escalated_to: Mapped[str | None] = mapped_column(String(64))
     __table_args__ = (UniqueConstraint("scope", "seq"),)
 
 
@@ -135,6 +139,80 @@ class IdempotencyKey(Base):
 
 
 
+class Timer(Base):
+    """One run of an SLA clock on a complaint: its ledger and derived state."""
+
+    __tablename__ = "timers"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id"), index=True)
+    timer: Mapped[str] = mapped_column(String(64))
+    run: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # running | paused | stopped
+    ledger: Mapped[str] = mapped_column(Text)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    warned: Mapped[int] = mapped_column(Integer, default=0)
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    __table_args__ = (UniqueConstraint("complaint_id", "timer", "run"),)
+
+
+class Deadline(Base):
+    """A derived warning or breach instant. Pending rows (``fired_at`` NULL) are the only
+    ones in the due index, so ticks do not slow down as fired rows pile up."""
+
+    __tablename__ = "deadlines"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    timer_id: Mapped[int] = mapped_column(ForeignKey("timers.id"), index=True)
+    complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # warning | breach
+    idx: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fired_by: Mapped[str | None] = mapped_column(String(200))
+    __table_args__ = (
+        UniqueConstraint("timer_id", "kind", "idx"),
+        Index("ix_deadlines_pending_due", "due_at",
+              sqlite_where=sa_text("fired_at IS NULL"),
+              postgresql_where=sa_text("fired_at IS NULL")),
+    )
+
+
+class Outbox(Base):
+    """Notifications written in the same transaction as their event; delivered at least
+    once to in-process sinks and to pollers (claim / ack)."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"))
+    number: Mapped[str | None] = mapped_column(String(64))
+    event_seq: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    recipients: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        Index("ix_outbox_pending", "id",
+              sqlite_where=sa_text("acked_at IS NULL"),
+              postgresql_where=sa_text("acked_at IS NULL")),
+    )
+
+
+class ReviewRun(Base):
+    """One run of a periodic review; the primary key makes each period fire once."""
+
+    __tablename__ = "review_runs"
+    review: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_by: Mapped[str] = mapped_column(String(200))
+    complaints: Mapped[int] = mapped_column(Integer)
+
+
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
@@ -145,3 +223,7 @@ number_sequences: Table = _table(NumberSequence)
 complaints: Table = _table(Complaint)
 events: Table = _table(Event)
 idempotency_keys: Table = _table(IdempotencyKey)
+timers: Table = _table(Timer)
+deadlines: Table = _table(Deadline)
+outbox: Table = _table(Outbox)
+review_runs: Table = _table(ReviewRun)

@@ -1,7 +1,7 @@
 """The embedding contract: ``Engine.open(...)``, then submit, fire, read, verify.
 
-Every state change, its history event and its side effects commit in ONE transaction;
-observers run after the commit and can neither undo nor block it.
+Every state change, its history event and its side effects (timers, deadlines, outbox)
+commit in ONE transaction; observers run after the commit and can neither undo nor block it.
 """
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SAEngine
 
+from complaintflow import sla
 from complaintflow.actor import Actor
 from complaintflow.clock import Clock, now_from, system_clock
+from complaintflow.compiled import Compiled
 from complaintflow.errors import (
     ConcurrentUpdate,
     FieldProblem,
@@ -31,23 +33,28 @@ from complaintflow.errors import (
     InvalidInput,
     NotFound,
     RoleNotAllowed,
+    TimerRefused,
 )
 from complaintflow.rules.loader import load_rules, parse_rules
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field, to_json
 from complaintflow.states.conditions import Facts
-from complaintflow.states.machine import ComplaintMachine, TriggerOption
+from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
 from complaintflow.storage.hashing import GENESIS, canonical, event_hash
 from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import idempotency_keys as K
 from complaintflow.storage.tables import number_sequences as N
 from complaintflow.storage.tables import rulesets as R
+from complaintflow.storage.tables import timers as T
+from complaintflow.timers import Consent, Ledger, timer_payload
 from complaintflow.verify import VerificationReport, verify_all
-from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, mask_value
+from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, TimerView, mask_value
+from complaintflow.worktime import WorkingCalendar
 
-__all__ = ["EVENT_SCHEMA_VERSION", "CommittedEvent", "Engine"]
+__all__ = ["EVENT_SCHEMA_VERSION", "CommittedEvent", "Engine", "build_event", "upcast"]
 
 log = logging.getLogger("complaintflow")
 
@@ -60,16 +67,15 @@ class CommittedEvent:
     """What observers receive after a commit (unmasked: observers are the host itself)."""
 
     event: HistoryEvent
-    complaint: Complaint
+    complaint: Complaint | None
 
 
 Observer = Callable[[CommittedEvent], None]
 
 
-def _insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> None:
-    dialect = conn.dialect.name
+def insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> None:
     stmt: Any
-    if dialect == "postgresql":
+    if conn.dialect.name == "postgresql":
         stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     else:
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
@@ -81,6 +87,58 @@ def _fingerprint(**parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def build_event(
+    *,
+    complaint_id: int,
+    number: str,
+    seq: int,
+    prev_hash: str,
+    type: str,
+    trigger: str | None,
+    from_state: str | None,
+    to_state: str,
+    actor: Actor,
+    now: datetime,
+    payload: Mapping[str, Any],
+    ruleset: str,
+) -> tuple[dict[str, Any], HistoryEvent]:
+    """The row to insert for one event, chained to ``prev_hash``, and its view."""
+    roles_text = canonical(list(actor.roles))
+    payload_text = canonical(payload)
+    digest = event_hash(
+        number=number, seq=seq, type=type, trigger=trigger, from_state=from_state,
+        to_state=to_state, actor_id=actor.id, actor_roles=roles_text,
+        actor_department=actor.department, occurred_at=now, payload=payload_text,
+        ruleset=ruleset, schema_version=EVENT_SCHEMA_VERSION, prev_hash=prev_hash,
+    )
+    row = {
+        "complaint_id": complaint_id, "seq": seq, "type": type, "trigger": trigger,
+        "from_state": from_state, "to_state": to_state, "actor_id": actor.id,
+        "actor_roles": roles_text, "actor_department": actor.department, "occurred_at": now,
+        "payload": payload_text, "ruleset": ruleset, "schema_version": EVENT_SCHEMA_VERSION,
+        "prev_hash": prev_hash, "hash": digest,
+    }
+    view = HistoryEvent(number, seq, type, trigger, from_state, to_state, actor.id,
+                        actor.roles, actor.department, now, dict(payload), ruleset,
+                        EVENT_SCHEMA_VERSION, prev_hash, digest)
+    return row, view
+
+
+def upcast(payload: dict[str, Any], schema_version: int) -> dict[str, Any]:
+    """Bring a stored payload to the current layout (version 1 is the first layout)."""
+    if schema_version > EVENT_SCHEMA_VERSION:
+        raise InvalidInput([FieldProblem("schema_version",
+                                         f"event schema {schema_version} is newer than this "
+                                         f"release ({EVENT_SCHEMA_VERSION})")], context="event")
+    return payload
+
+
+def _index_value(values: Mapping[str, Any], name: str | None) -> str | None:
+    if name is None or values.get(name) is None:
+        return None
+    return str(values[name])[:200]
+
+
 class Engine:
     """A complaint engine bound to one database and one current rule set."""
 
@@ -88,11 +146,13 @@ class Engine:
         self._db = sa_engine
         self.rules = rules
         self._clock = clock
-        self._machines: dict[str, ComplaintMachine] = {rules.version: ComplaintMachine(rules)}
-        self._codecs: dict[str, FieldCodec] = {rules.version: FieldCodec(rules)}
+        self._versions: dict[str, Compiled] = {rules.version: Compiled.build(rules)}
         self._observers: list[Observer] = []
         self._lock = threading.Lock()
         self._zone = ZoneInfo(rules.definition.timezone)
+        from complaintflow.outbox import Outbox
+
+        self.outbox = Outbox(self)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -117,7 +177,7 @@ class Engine:
                 from alembic import command
 
                 command.upgrade(db.alembic_config(conn), "head")
-                _insert_ignore(conn, R, {
+                insert_ignore(conn, R, {
                     "hash": ruleset.version, "name": ruleset.name[:200],
                     "source": ruleset.source[:500], "text": ruleset.text,
                     "loaded_at": now_from(clock), "loaded_by": loaded_by,
@@ -145,6 +205,11 @@ class Engine:
         """The SQLAlchemy engine (for tools and tests; the schema is not public API)."""
         return self._db
 
+    @property
+    def zone(self) -> ZoneInfo:
+        """The zone times are shown in."""
+        return self._zone
+
     def now(self) -> datetime:
         return now_from(self._clock)
 
@@ -163,9 +228,11 @@ class Engine:
 
         return unsubscribe
 
-    def _notify(self, committed: Iterable[CommittedEvent]) -> None:
+    def notify(self, committed: Iterable[CommittedEvent]) -> None:
         with self._lock:
             observers = list(self._observers)
+        if not observers:
+            return
         for item in committed:
             for observer in observers:
                 try:
@@ -176,29 +243,41 @@ class Engine:
 
     # -- rule-set versions -----------------------------------------------------------------
 
-    def _machine(self, conn: Connection, version: str) -> ComplaintMachine:
-        machine = self._machines.get(version)
-        if machine is None:
-            text = conn.execute(sa.select(R.c.text, R.c.source).where(R.c.hash == version)).first()
+    def compiled(self, conn: Connection, version: str) -> Compiled:
+        """The compiled rule set of ``version`` (loaded from the database if not current)."""
+        found = self._versions.get(version)
+        if found is None:
+            text = conn.execute(sa.select(R.c.text, R.c.source).where(R.c.hash == version)
+                                ).first()
             if text is None:
                 raise NotFound("rule set", version)
-            ruleset = parse_rules(text.text, text.source)
-            machine = self._machines[version] = ComplaintMachine(ruleset)
-            self._codecs[version] = FieldCodec(ruleset)
-        return machine
+            found = self._versions[version] = Compiled.build(parse_rules(text.text,
+                                                                          text.source))
+        return found
 
-    def _codec(self, conn: Connection, version: str) -> FieldCodec:
-        self._machine(conn, version)
-        return self._codecs[version]
+    def compiled_current(self) -> Compiled:
+        """The compiled form of the engine's current rule set."""
+        return self._versions[self.rules.version]
+
+    def calendar_lookup(self, conn: Connection) -> sla.CalendarLookup:
+        def lookup(name: str | None, version: str) -> WorkingCalendar | None:
+            if name is None:
+                return None
+            return self.compiled(conn, version).calendars.get(name)
+
+        return lookup
 
     # -- input checks ----------------------------------------------------------------------
 
-    def _check_actor(self, actor: Actor, rules: RuleSet) -> None:
-        problems = []
+    @staticmethod
+    def check_actor(actor: Actor, rules: RuleSet, *, system: bool = False) -> None:
         if not isinstance(actor, Actor):
             raise InvalidInput([FieldProblem("actor", "expected an Actor")], context="actor")
+        problems = []
         if not actor.id or not isinstance(actor.id, str) or len(actor.id) > 200:
             problems.append(FieldProblem("actor.id", "a non-empty id of at most 200 characters"))
+        elif actor.id.startswith("system:") and not system:
+            problems.append(FieldProblem("actor.id", "ids starting with 'system:' are reserved"))
         unknown = [r for r in actor.roles if r not in rules.roles]
         if unknown:
             problems.append(FieldProblem("actor.roles", f"unknown roles {', '.join(unknown)}"))
@@ -238,50 +317,14 @@ class Engine:
         pattern = self.rules.definition.number_pattern
         year = now.astimezone(self._zone).year
         scope = str(year) if "{year" in pattern else "all"
-        _insert_ignore(conn, N, {"scope": scope, "value": 0})
+        insert_ignore(conn, N, {"scope": scope, "value": 0})
         seq = conn.execute(
             sa.update(N).where(N.c.scope == scope).values(value=N.c.value + 1)
             .returning(N.c.value)
         ).scalar_one()
         return pattern.format(year=year, seq=seq), scope, seq
 
-    def _append(
-        self,
-        conn: Connection,
-        *,
-        complaint_id: int,
-        number: str,
-        seq: int,
-        prev_hash: str,
-        type: str,
-        trigger: str | None,
-        from_state: str | None,
-        to_state: str,
-        actor: Actor,
-        now: datetime,
-        payload: Mapping[str, Any],
-        ruleset: str,
-    ) -> HistoryEvent:
-        roles_text = canonical(list(actor.roles))
-        payload_text = canonical(payload)
-        digest = event_hash(
-            number=number, seq=seq, type=type, trigger=trigger, from_state=from_state,
-            to_state=to_state, actor_id=actor.id, actor_roles=roles_text,
-            actor_department=actor.department, occurred_at=now, payload=payload_text,
-            ruleset=ruleset, schema_version=EVENT_SCHEMA_VERSION, prev_hash=prev_hash,
-        )
-        conn.execute(sa.insert(E).values(
-            complaint_id=complaint_id, seq=seq, type=type, trigger=trigger,
-            from_state=from_state, to_state=to_state, actor_id=actor.id,
-            actor_roles=roles_text, actor_department=actor.department, occurred_at=now,
-            payload=payload_text, ruleset=ruleset, schema_version=EVENT_SCHEMA_VERSION,
-            prev_hash=prev_hash, hash=digest,
-        ))
-        return HistoryEvent(number, seq, type, trigger, from_state, to_state, actor.id,
-                            actor.roles, actor.department, now, dict(payload), ruleset,
-                            EVENT_SCHEMA_VERSION, prev_hash, digest)
-
-    def _replayed(self, conn: Connection, key: Row[Any], actor: Actor) -> Complaint:
+    def _replayed(self, conn: Connection, key: Any, actor: Actor) -> Complaint:
         """The result of the first call with an idempotency key, rebuilt from history."""
         row = conn.execute(sa.select(C).where(C.c.id == key.complaint_id)).one()
         events = conn.execute(
@@ -296,8 +339,9 @@ class Engine:
             fields.update(payload.get("fields", {}))
             fields.update(payload.get("set", {}))
             severity = payload.get("severity", severity)
-        codec = self._codec(conn, row.ruleset)
-        return self._view(codec, row, actor.roles, fields=codec.decode(fields),
+        codec = self.compiled(conn, row.ruleset).codec
+        values = {k: v for k, v in codec.decode(fields).items() if v is not None}
+        return self._view(codec, row, actor.roles, fields=values,
                           state=events[-1].to_state, version=key.event_seq, severity=severity,
                           updated_at=events[-1].occurred_at)
 
@@ -319,14 +363,14 @@ class Engine:
                idempotency_key: str | None = None) -> Complaint:
         """Register a new complaint in the initial state; returns it as ``actor`` sees it."""
         rules = self.rules
-        self._check_actor(actor, rules)
+        self.check_actor(actor, rules)
         submit_roles = rules.definition.submit.roles
         if submit_roles != "*" and not actor.has_any(submit_roles):
             raise RoleNotAllowed("(new)", "submit", None,
                                  f"needs one of the roles {', '.join(submit_roles)}")
         values = self._check_submission(fields)
-        machine = self._machines[rules.version]
-        severity = machine.severity(values, None)
+        compiled = self._versions[rules.version]
+        severity = compiled.machine.severity(values, None)
         now = self.now()
         stored = {k: to_json(v) for k, v in values.items()}
         fingerprint = _fingerprint(op="submit", fields=stored, actor=actor.id,
@@ -336,19 +380,28 @@ class Engine:
             if earlier is not None:
                 return earlier
             number, scope, seq = self._next_number(conn, now)
-            department = self._index_value(values, rules.definition.department_field)
-            handler = self._index_value(values, rules.definition.handler_field)
+            department = _index_value(values, rules.definition.department_field)
+            handler = _index_value(values, rules.definition.handler_field)
             complaint_id = conn.execute(sa.insert(C).values(
                 number=number, scope=scope, seq=seq, ruleset=rules.version,
                 state=rules.initial, version=1, severity=severity, severity_floor=None,
                 department=department, handler=handler, received_at=now, updated_at=now,
                 fields=canonical(stored), head_seq=0, head_hash=GENESIS,
             ).returning(C.c.id)).scalar_one()
-            payload = {"number": number, "fields": stored, "severity": severity}
-            event = self._append(conn, complaint_id=complaint_id, number=number, seq=1,
-                                 prev_hash=GENESIS, type="submitted", trigger=None,
-                                 from_state=None, to_state=rules.initial, actor=actor, now=now,
-                                 payload=payload, ruleset=rules.version)
+            scope_fields = {**values, **compiled.builtins(number, now), "severity": severity,
+                            "state": rules.initial}
+            changes = sla.on_event(
+                conn, compiled, self.calendar_lookup(conn), complaint_id, kind="receipt",
+                trigger=None, from_state=None, to_state=rules.initial,
+                scope=compiled.scope(scope_fields, actor, Facts(), now), now=now)
+            payload: dict[str, Any] = {"number": number, "fields": stored, "severity": severity}
+            if changes:
+                payload["timers"] = sla.summarise(changes)
+            row, event = build_event(
+                complaint_id=complaint_id, number=number, seq=1, prev_hash=GENESIS,
+                type="submitted", trigger=None, from_state=None, to_state=rules.initial,
+                actor=actor, now=now, payload=payload, ruleset=rules.version)
+            conn.execute(sa.insert(E).values(**row))
             conn.execute(sa.update(C).where(C.c.id == complaint_id)
                          .values(head_seq=1, head_hash=event.hash))
             if idempotency_key is not None:
@@ -357,14 +410,8 @@ class Engine:
                                                  created_at=now))
         complaint = Complaint(number, rules.initial, 1, severity, values, now, now,
                               rules.version, department, handler)
-        self._notify([CommittedEvent(event, complaint)])
+        self.notify([CommittedEvent(event, complaint)])
         return self._masked(complaint, actor.roles)
-
-    @staticmethod
-    def _index_value(values: Mapping[str, Any], name: str | None) -> str | None:
-        if name is None or values.get(name) is None:
-            return None
-        return str(values[name])[:200]
 
     def fire(
         self,
@@ -377,9 +424,9 @@ class Engine:
         idempotency_key: str | None = None,
         comment: str | None = None,
     ) -> Complaint:
-        """Apply one transition atomically (state, version, fields, severity and the history
-        event in one transaction). Raises a ``TransitionRefused`` subclass naming the failed
-        check, ``ConcurrentUpdate`` for a stale ``expected_version`` or a lost race."""
+        """Apply one transition atomically (state, version, fields, severity, timers and the
+        history event in one transaction). Raises a ``TransitionRefused`` subclass naming the
+        failed check, ``ConcurrentUpdate`` for a stale ``expected_version`` or a lost race."""
         data = dict(data or {})
         if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
             raise InvalidInput([FieldProblem("comment", "text of at most 2000 characters")])
@@ -398,71 +445,265 @@ class Engine:
             earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
             if earlier is not None:
                 return earlier
-            machine = self._machine(conn, row.ruleset)
-            self._check_actor(actor, machine.rules)
+            compiled = self.compiled(conn, row.ruleset)
+            self.check_actor(actor, compiled.rules)
             if expected_version is not None and expected_version != row.version:
                 raise ConcurrentUpdate(number, expected_version, row.version)
-            codec = self._codecs[row.ruleset]
-            before = codec.decode(row.fields)
-            facts = self._facts(conn, row.id)
-            step = machine.step(number, row.state, trigger, actor, before,
-                                {"number": number, "received_at": row.received_at}, facts,
-                                data, row.severity_floor)
-            applied = {k: to_json(step.fields.get(k)) for k in data}
-            stored = {k: to_json(v) for k, v in step.fields.items() if v is not None}
-            rules = machine.rules
-            department = self._index_value(step.fields, rules.definition.department_field)
-            handler = self._index_value(step.fields, rules.definition.handler_field)
-            seq = row.version + 1
-            payload: dict[str, Any] = {"set": applied, "severity": step.severity}
-            if comment:
-                payload["comment"] = comment
-            event = self._append(conn, complaint_id=row.id, number=number, seq=seq,
-                                 prev_hash=row.head_hash, type="transition", trigger=trigger,
-                                 from_state=row.state, to_state=step.to_state, actor=actor,
-                                 now=now, payload=payload, ruleset=row.ruleset)
-            updated = conn.execute(
-                sa.update(C).where(C.c.id == row.id, C.c.version == row.version).values(
-                    state=step.to_state, version=seq, severity=step.severity,
-                    department=department, handler=handler, updated_at=now,
-                    fields=canonical(stored), head_seq=seq, head_hash=event.hash,
-                )
-            ).rowcount
-            if updated != 1:
-                raise ConcurrentUpdate(number, expected_version, None)
+            event, complaint = self.transition(conn, row, trigger, actor, data, now, comment)
             if idempotency_key is not None:
                 conn.execute(sa.insert(K).values(key=idempotency_key, fingerprint=fingerprint,
-                                                 complaint_id=row.id, event_seq=seq,
+                                                 complaint_id=row.id, event_seq=event.seq,
                                                  created_at=now))
+        self.notify([CommittedEvent(event, complaint)])
+        return self._masked(complaint, actor.roles)
+
+    def transition(self, conn: Connection, row: Any, trigger: str, actor: Actor,
+                   data: Mapping[str, Any], now: datetime,
+                   comment: str | None = None) -> tuple[HistoryEvent, Complaint]:
+        """Guards, machine step, timers, event and row update inside ``conn``'s transaction.
+        ``row`` is the complaint row as read in this transaction."""
+        number = row.number
+        compiled = self.compiled(conn, row.ruleset)
+        before = compiled.codec.decode(row.fields)
+        facts = self.facts(conn, row.id)
+        builtins = compiled.builtins(number, row.received_at)
+        step = compiled.machine.step(number, row.state, trigger, actor, before, builtins, facts,
+                                     data, row.severity_floor, now)
+        applied = {k: to_json(step.fields.get(k)) for k in data}
+        stored = {k: to_json(v) for k, v in step.fields.items() if v is not None}
+        rules = compiled.rules
+        department = _index_value(step.fields, rules.definition.department_field)
+        handler = _index_value(step.fields, rules.definition.handler_field)
+        seq = row.version + 1
+        facts.record(seq, trigger, actor.id, row.state, step.to_state, now)
+        scope_fields = {**step.fields, **builtins, "severity": step.severity,
+                        "state": step.to_state}
+        changes = sla.on_event(
+            conn, compiled, self.calendar_lookup(conn), row.id, kind="transition",
+            trigger=trigger, from_state=row.state, to_state=step.to_state,
+            scope=compiled.scope(scope_fields, actor, facts, now), now=now)
+        payload: dict[str, Any] = {"set": applied, "severity": step.severity}
+        if comment:
+            payload["comment"] = comment
+        if changes:
+            payload["timers"] = sla.summarise(changes)
+        event_row, event = build_event(
+            complaint_id=row.id, number=number, seq=seq, prev_hash=row.head_hash,
+            type="transition", trigger=trigger, from_state=row.state, to_state=step.to_state,
+            actor=actor, now=now, payload=payload, ruleset=row.ruleset)
+        updated = conn.execute(
+            sa.update(C).where(C.c.id == row.id, C.c.version == row.version).values(
+                state=step.to_state, version=seq, severity=step.severity,
+                department=department, handler=handler, updated_at=now,
+                fields=canonical(stored), head_seq=seq, head_hash=event.hash,
+            )
+        ).rowcount
+        if updated != 1:
+            raise ConcurrentUpdate(number, row.version, None)
+        conn.execute(sa.insert(E).values(**event_row))
         complaint = Complaint(number, step.to_state, seq, step.severity,
                               {k: v for k, v in step.fields.items() if v is not None},
-                              row.received_at, now, row.ruleset, department, handler)
-        self._notify([CommittedEvent(event, complaint)])
-        return self._masked(complaint, actor.roles)
+                              row.received_at, now, row.ruleset, department, handler,
+                              escalated_to=row.escalated_to)
+        return event, complaint
+
+    def append_event(self, conn: Connection, row: Any, *, type: str, actor: Actor,
+                     payload: Mapping[str, Any], now: datetime, seq: int | None = None,
+                     prev_hash: str | None = None) -> HistoryEvent:
+        """Append a non-transition event (state unchanged) and advance the chain head."""
+        seq = seq if seq is not None else row.version + 1
+        prev = prev_hash if prev_hash is not None else row.head_hash
+        event_row, event = build_event(
+            complaint_id=row.id, number=row.number, seq=seq, prev_hash=prev, type=type,
+            trigger=None, from_state=row.state, to_state=row.state, actor=actor, now=now,
+            payload={**payload, "severity": payload.get("severity", row.severity)},
+            ruleset=row.ruleset)
+        updated = conn.execute(
+            sa.update(C).where(C.c.id == row.id, C.c.version == seq - 1)
+            .values(version=seq, head_seq=seq, head_hash=event.hash, updated_at=now)
+        ).rowcount
+        if updated != 1:
+            raise ConcurrentUpdate(row.number, seq - 1, None)
+        conn.execute(sa.insert(E).values(**event_row))
+        return event
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def extend_timer(
+        self,
+        number: str,
+        timer: str,
+        actor: Actor,
+        amount: int,
+        consent: Consent,
+        *,
+        reason: str,
+        expected_version: int | None = None,
+    ) -> list[TimerView]:
+        """Extend a running clock by ``amount`` of its own unit. Needs the customer's
+        recorded consent, and is refused once the clock has breached. Writes two history
+        events (the consent, then the extension) in one transaction."""
+        now = self.now()
+        problems = consent.problems(now) if isinstance(consent, Consent) else [
+            FieldProblem("consent", "the customer's consent is required")]
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            problems.append(FieldProblem("amount", "a positive whole number"))
+        if not isinstance(reason, str) or not reason.strip():
+            problems.append(FieldProblem("reason", "required"))
+        if problems:
+            raise InvalidInput(problems, context="extension")
+        with db.write(self._db, number) as conn:
+            row = conn.execute(sa.select(C).where(C.c.number == number)).first()
+            if row is None:
+                raise NotFound("complaint", number)
+            compiled = self.compiled(conn, row.ruleset)
+            self.check_actor(actor, compiled.rules)
+            if expected_version is not None and expected_version != row.version:
+                raise ConcurrentUpdate(number, expected_version, row.version)
+            compiled_timer = compiled.timers.by_id.get(timer)
+            if compiled_timer is None:
+                raise NotFound("timer", timer)
+            tdef = compiled_timer.definition
+            trow = conn.execute(sa.select(T).where(
+                T.c.complaint_id == row.id, T.c.timer == timer, T.c.status != "stopped")).first()
+            if trow is None:
+                raise TimerRefused(number, timer, "the clock is not running")
+            if not tdef.extendable:
+                raise TimerRefused(number, timer, "the rule file does not allow extending it")
+            if tdef.extend_roles and not actor.has_any(tdef.extend_roles):
+                raise TimerRefused(number, timer,
+                                   f"needs one of the roles {', '.join(tdef.extend_roles)}")
+            if trow.breached_at is not None:
+                raise TimerRefused(number, timer,
+                                   "the deadline has already passed: an extension must be "
+                                   "agreed in advance")
+            ledger = Ledger.from_text(trow.ledger)
+            consent_event = self.append_event(conn, row, type="customer_consent", actor=actor,
+                                              payload={"timer": timer, "consent":
+                                                       consent.to_json()}, now=now)
+            ledger.extensions.append({"amount": amount, "unit": ledger.unit, "at": to_json(now),
+                                      "by": actor.id, "reason": reason,
+                                      "consent_seq": consent_event.seq})
+            calendars = self.calendar_lookup(conn)
+            due = compiled.timers.derive(compiled_timer, ledger,
+                                         calendars(ledger.calendar, ledger.calendar_version))
+            conn.execute(sa.update(T).where(T.c.id == trow.id).values(
+                ledger=ledger.to_text(), due_at=due.breach, provisional=due.provisional))
+            sla.replace_deadlines(conn, trow.id, row.id, due)
+            extended = self.append_event(
+                conn, row, type="timer_extended", actor=actor, now=now,
+                seq=consent_event.seq + 1, prev_hash=consent_event.hash,
+                payload={"timer": timer, "run": trow.run, "amount": amount,
+                         "unit": ledger.unit, "reason": reason,
+                         "previous_due_at": to_json(trow.due_at),
+                         **{k: v for k, v in timer_payload(compiled_timer, ledger, due).items()
+                            if k in ("due_at", "provisional", "budget")}})
+        self.notify([CommittedEvent(consent_event, None), CommittedEvent(extended, None)])
+        return self.timers(number)
+
+    def timers(self, number: str) -> list[TimerView]:
+        """Every clock run of the complaint with its derived state, as of now."""
+        now = self.now()
+        with db.read(self._db) as conn:
+            row = conn.execute(sa.select(C.c.id, C.c.ruleset).where(C.c.number == number)
+                               ).first()
+            if row is None:
+                raise NotFound("complaint", number)
+            return self._timer_views(conn, row.id, row.ruleset, now)
+
+    def _timer_views(self, conn: Connection, complaint_id: int, version: str,
+                     now: datetime) -> list[TimerView]:
+        compiled = self.compiled(conn, version)
+        calendars = self.calendar_lookup(conn)
+        out = []
+        for t in conn.execute(sa.select(T).where(T.c.complaint_id == complaint_id)
+                              .order_by(T.c.id)):
+            ledger = Ledger.from_text(t.ledger)
+            cal = calendars(ledger.calendar, ledger.calendar_version)
+            remaining: timedelta | None = None
+            if t.status == "running" and t.due_at is not None:
+                if ledger.unit.startswith("working") and cal is not None:
+                    remaining = cal.between(now, t.due_at)
+                else:
+                    remaining = t.due_at - now
+            ctimer = compiled.timers.by_id.get(t.timer)
+            label = ctimer.definition.label.zh if ctimer else t.timer
+            out.append(TimerView(
+                timer=t.timer, label=label, run=t.run, status=t.status,
+                started_at=ledger.started_at, due_at=t.due_at, provisional=t.provisional,
+                warned=t.warned, breached_at=t.breached_at, stopped_at=t.stopped_at,
+                unit=ledger.unit, budget=ledger.budget, remaining=remaining,
+                pauses=tuple(tuple(p) for p in ledger.pauses),
+                extensions=tuple(ledger.extensions),
+            ))
+        return out
+
+    def recompute_timers(self, actor: Actor | None = None) -> list[dict[str, Any]]:
+        """Re-derive every open clock with the current rule set's calendars (after calendar
+        data changed). One history event per changed deadline; pauses and extensions are
+        kept. Under the ``error`` policy a year without data raises and changes nothing."""
+        actor = actor or Actor("system:recompute", ())
+        now = self.now()
+        current = self._versions[self.rules.version]
+        report: list[dict[str, Any]] = []
+        committed: list[CommittedEvent] = []
+        with db.write(self._db) as conn:
+            rows = conn.execute(sa.select(T, C.c.number).join(C, C.c.id == T.c.complaint_id)
+                                .where(T.c.status != "stopped").order_by(T.c.complaint_id,
+                                                                         T.c.id)).all()
+            for t in rows:
+                crow = conn.execute(sa.select(C).where(C.c.id == t.complaint_id)).one()
+                compiled = self.compiled(conn, crow.ruleset)
+                ctimer = compiled.timers.by_id.get(t.timer)
+                if ctimer is None:
+                    continue
+                ledger = Ledger.from_text(t.ledger)
+                if ledger.calendar is not None and ledger.calendar in current.calendars:
+                    ledger.calendar_version = current.version
+                due = compiled.timers.derive(
+                    ctimer, ledger, self.calendar_lookup(conn)(ledger.calendar,
+                                                               ledger.calendar_version))
+                if due.breach == t.due_at and due.provisional == t.provisional:
+                    continue
+                conn.execute(sa.update(T).where(T.c.id == t.id).values(
+                    ledger=ledger.to_text(), due_at=due.breach, provisional=due.provisional))
+                sla.replace_deadlines(conn, t.id, t.complaint_id, due)
+                change = {"timer": t.timer, "run": t.run, "previous_due_at": to_json(t.due_at),
+                          "due_at": to_json(due.breach), "provisional": due.provisional,
+                          "previous_provisional": t.provisional,
+                          "calendar_version": ledger.calendar_version}
+                event = self.append_event(conn, crow, type="deadline_recomputed", actor=actor,
+                                          payload=change, now=now)
+                committed.append(CommittedEvent(event, None))
+                report.append({"number": crow.number, **change})
+        self.notify(committed)
+        return report
 
     # -- reading ---------------------------------------------------------------------------
 
     @staticmethod
-    def _facts(conn: Connection, complaint_id: int) -> Facts:
+    def facts(conn: Connection, complaint_id: int) -> Facts:
         facts = Facts()
         for ev in conn.execute(
-            sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E.c.to_state)
+            sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E.c.to_state,
+                      E.c.occurred_at)
             .where(E.c.complaint_id == complaint_id).order_by(E.c.seq)
         ):
-            facts.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state)
+            facts.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state,
+                         ev.occurred_at)
         return facts
 
     def _masked(self, complaint: Complaint, roles: tuple[str, ...] | None) -> Complaint:
-        codec = self._codecs[complaint.ruleset]
+        codec = self._versions[complaint.ruleset].codec
         fields, hidden = codec.mask(complaint.fields, roles)
         if not hidden:
             return complaint
         return Complaint(complaint.number, complaint.state, complaint.version,
                          complaint.severity, fields, complaint.received_at,
                          complaint.updated_at, complaint.ruleset, complaint.department,
-                         complaint.handler, hidden)
+                         complaint.handler, hidden, complaint.escalated_to)
 
-    def _view(self, codec: FieldCodec, row: Row[Any], roles: tuple[str, ...] | None,
+    def _view(self, codec: FieldCodec, row: Any, roles: tuple[str, ...] | None,
               **override: Any) -> Complaint:
         values = override.get("fields")
         if values is None:
@@ -471,15 +712,10 @@ class Engine:
             row.number, override.get("state", row.state), override.get("version", row.version),
             override.get("severity", row.severity), values, row.received_at,
             override.get("updated_at", row.updated_at), row.ruleset, row.department,
-            row.handler,
+            row.handler, (), row.escalated_to,
         )
-        fields, hidden = codec.mask(complaint.fields, roles)
-        if not hidden:
-            return complaint
-        return Complaint(complaint.number, complaint.state, complaint.version,
-                         complaint.severity, fields, complaint.received_at,
-                         complaint.updated_at, complaint.ruleset, complaint.department,
-                         complaint.handler, hidden)
+        self._versions.setdefault(row.ruleset, Compiled.build(codec.rules))
+        return self._masked(complaint, roles)
 
     def get(self, number: str, actor: Actor | None = None) -> Complaint:
         """The complaint as ``actor`` may see it (``None``: personal data masked)."""
@@ -487,7 +723,7 @@ class Engine:
             row = conn.execute(sa.select(C).where(C.c.number == number)).first()
             if row is None:
                 raise NotFound("complaint", number)
-            return self._view(self._codec(conn, row.ruleset), row,
+            return self._view(self.compiled(conn, row.ruleset).codec, row,
                               actor.roles if actor else None)
 
     def history(self, number: str, actor: Actor | None = None) -> list[HistoryEvent]:
@@ -500,24 +736,20 @@ class Engine:
                 raise NotFound("complaint", number)
             rows = conn.execute(sa.select(E).where(E.c.complaint_id == row.id)
                                 .order_by(E.c.seq)).all()
-            out = []
-            for ev in rows:
-                codec = self._codec(conn, ev.ruleset)
-                out.append(self._event_view(codec, number, ev, actor))
-            return out
+            return [self._event_view(self.compiled(conn, ev.ruleset).codec, number, ev, actor)
+                    for ev in rows]
 
-    def _event_view(self, codec: FieldCodec, number: str, ev: Row[Any],
+    @staticmethod
+    def _event_view(codec: FieldCodec, number: str, ev: Any,
                     actor: Actor | None) -> HistoryEvent:
         payload = upcast(json.loads(ev.payload), ev.schema_version)
         roles = actor.roles if actor else None
         if not (roles is not None and codec.rules.may_read_personal(roles)):
+            personal = codec.rules.personal_fields
             for key in ("fields", "set"):
                 if key in payload:
-                    personal = codec.rules.personal_fields
-                    payload[key] = {
-                        k: (mask_value(v) if k in personal else v)
-                        for k, v in payload[key].items()
-                    }
+                    payload[key] = {k: (mask_value(v) if k in personal else v)
+                                    for k, v in payload[key].items()}
         return HistoryEvent(number, ev.seq, ev.type, ev.trigger, ev.from_state, ev.to_state,
                             ev.actor_id, tuple(json.loads(ev.actor_roles)), ev.actor_department,
                             ev.occurred_at, payload, ev.ruleset, ev.schema_version,
@@ -553,7 +785,8 @@ class Engine:
         if received_between is not None:
             start, end = received_between
             for name, moment in (("from", start), ("to", end)):
-                if moment is not None and moment.tzinfo is None:
+                if moment is not None and (not isinstance(moment, datetime)
+                                           or moment.tzinfo is None):
                     raise InvalidInput([FieldProblem(f"received_between.{name}",
                                                      "an aware datetime")])
             if start is not None:
@@ -566,33 +799,33 @@ class Engine:
             rows = conn.execute(sa.select(C).where(*where).order_by(C.c.id)
                                 .limit(limit).offset(offset)).all()
             roles = actor.roles if actor else None
-            items = tuple(self._view(self._codec(conn, r.ruleset), r, roles) for r in rows)
+            items = tuple(self._view(self.compiled(conn, r.ruleset).codec, r, roles)
+                          for r in rows)
         return Page(items, total, limit, offset)
 
     def available_triggers(self, number: str, actor: Actor) -> list[TriggerOption]:
         """Every transition out of the current state, allowed or not (with the failing check
         and reason), for building the host's buttons."""
+        now = self.now()
         with db.read(self._db) as conn:
             row = conn.execute(sa.select(C).where(C.c.number == number)).first()
             if row is None:
                 raise NotFound("complaint", number)
-            machine = self._machine(conn, row.ruleset)
-            self._check_actor(actor, machine.rules)
-            fields = self._codecs[row.ruleset].decode(row.fields)
-            return machine.options(number, row.state, actor, fields,
-                                   {"number": number, "received_at": row.received_at},
-                                   self._facts(conn, row.id), row.severity_floor)
+            compiled = self.compiled(conn, row.ruleset)
+            self.check_actor(actor, compiled.rules)
+            fields = compiled.codec.decode(row.fields)
+            return compiled.machine.options(
+                number, row.state, actor, fields, compiled.builtins(number, row.received_at),
+                self.facts(conn, row.id), row.severity_floor, now)
+
+    def next_due(self) -> datetime | None:
+        """The earliest pending deadline (warning or breach), if any."""
+        with db.read(self._db) as conn:
+            found: datetime | None = conn.execute(
+                sa.select(sa.func.min(D.c.due_at)).where(D.c.fired_at.is_(None))).scalar()
+            return found
 
     def verify(self, *, progress: Callable[[int], None] | None = None) -> VerificationReport:
         """Recompute every hash chain and compare each complaint row with its history."""
         with db.read(self._db) as conn:
             return verify_all(conn, progress=progress)
-
-
-def upcast(payload: dict[str, Any], schema_version: int) -> dict[str, Any]:
-    """Bring a stored payload to the current layout (version 1 is the first layout)."""
-    if schema_version > EVENT_SCHEMA_VERSION:
-        raise InvalidInput([FieldProblem("schema_version",
-                                         f"event schema {schema_version} is newer than this "
-                                         f"release ({EVENT_SCHEMA_VERSION})")], context="event")
-    return payload

@@ -13,6 +13,7 @@
     │   ├── MissingFields              5. required fields absent or invalid
     │   ├── ConditionFailed            6. a declared condition is false
     │   └── ApprovalMissing            7. the required approval was not given
+    ├── TimerRefused               an SLA clock cannot be extended (breached, no consent, ...)
     ├── ConcurrentUpdate           someone else changed the complaint first
     ├── NotFound                   no such complaint (or other object)
     ├── IntegrityError             stored history or state contradicts itself
@@ -43,6 +44,7 @@ __all__ = [
     "RuleProblem",
     "SeparationOfDuties",
     "StorageError",
+    "TimerRefused",
     "TransitionRefused",
     "TriggerNotAllowed",
     "UnknownTrigger",
@@ -181,6 +183,16 @@ class ConditionFailed(TransitionRefused):
 
 class ApprovalMissing(TransitionRefused):
     check = "approval"
+
+
+class TimerRefused(ComplaintflowError):
+    """A request on an SLA clock was refused; nothing was stored."""
+
+    def __init__(self, number: str, timer: str, reason: str) -> None:
+        self.number = number
+        self.timer = timer
+        self.reason = reason
+        super().__init__(f"{number}: timer {timer!r}: {reason}")
 
 
 class ConcurrentUpdate(ComplaintflowError):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import from_json, to_json
 
-__all__ = ["Complaint", "HistoryEvent", "Page", "mask_value"]
+__all__ = ["Complaint", "FieldCodec", "HistoryEvent", "Page", "TimerView", "mask_value"]
 
 MASK = "***"
 
@@ -45,10 +45,12 @@ class Complaint:
     department: str | None = None
     handler: str | None = None
     masked: tuple[str, ...] = ()
+    escalated_to: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
+            "escalated_to": self.escalated_to,
             "state": self.state,
             "version": self.version,
             "severity": self.severity,
@@ -91,6 +93,46 @@ class HistoryEvent:
             "occurred_at": to_json(self.occurred_at), "payload": dict(self.payload),
             "ruleset": self.ruleset, "schema_version": self.schema_version,
             "prev_hash": self.prev_hash, "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class TimerView:
+    """One run of an SLA clock: its ledger and what is derived from it."""
+
+    timer: str
+    label: str
+    run: int
+    status: str  # running | paused | stopped
+    started_at: datetime
+    due_at: datetime | None
+    provisional: bool
+    warned: int
+    breached_at: datetime | None
+    stopped_at: datetime | None
+    unit: str
+    budget: int
+    remaining: timedelta | None
+    pauses: tuple[tuple[str | None, ...], ...]
+    extensions: tuple[Mapping[str, Any], ...]
+
+    @property
+    def breached(self) -> bool:
+        return self.breached_at is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "timer": self.timer, "label": self.label, "run": self.run, "status": self.status,
+            "started_at": to_json(self.started_at),
+            "due_at": to_json(self.due_at) if self.due_at else None,
+            "provisional": self.provisional, "warned": self.warned,
+            "breached_at": to_json(self.breached_at) if self.breached_at else None,
+            "stopped_at": to_json(self.stopped_at) if self.stopped_at else None,
+            "budget": {"unit": self.unit, "amount": self.budget},
+            "remaining_seconds": self.remaining.total_seconds() if self.remaining is not None
+            else None,
+            "pauses": [list(p) for p in self.pauses],
+            "extensions": [dict(e) for e in self.extensions],
         }
 
 

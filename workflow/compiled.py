@@ -1,0 +1,56 @@
+"""Everything built once per rule-set version and shared by all its complaints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from complaintflow.actor import Actor
+from complaintflow.rules.ruleset import RuleSet
+from complaintflow.rules.timing import build_calendars
+from complaintflow.states.conditions import Facts, Scope
+from complaintflow.states.machine import ComplaintMachine
+from complaintflow.timers import TimerSet
+from complaintflow.views import FieldCodec
+from complaintflow.worktime import WorkingCalendar
+
+__all__ = ["Compiled"]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    rules: RuleSet
+    machine: ComplaintMachine
+    codec: FieldCodec
+    calendars: dict[str, WorkingCalendar]
+    timers: TimerSet
+
+    @classmethod
+    def build(cls, rules: RuleSet) -> Compiled:
+        calendars = build_calendars(rules.definition)
+        machine = ComplaintMachine(rules, calendars)
+        return cls(rules, machine, FieldCodec(rules), calendars, TimerSet(rules, calendars))
+
+    @property
+    def version(self) -> str:
+        return self.rules.version
+
+    @property
+    def default_calendar(self) -> WorkingCalendar | None:
+        name = self.rules.definition.calendar
+        return self.calendars.get(name) if name else None
+
+    def builtins(self, number: str, received_at: datetime) -> dict[str, Any]:
+        """Built-in condition subjects besides severity and state."""
+        out: dict[str, Any] = {"number": number, "received_at": received_at}
+        cal = self.default_calendar
+        if cal is not None:
+            out["received_in_working_time"] = cal.is_working_instant(received_at)
+            out["received_on_working_day"] = cal.is_working_day(
+                cal.to_local(received_at).date())
+        return out
+
+    def scope(self, fields: dict[str, Any], actor: Actor, facts: Facts,
+              now: datetime) -> Scope:
+        return Scope(fields, actor, facts, now, self.calendars, self.rules.definition.calendar)

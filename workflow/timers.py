@@ -1,0 +1,243 @@
+"""SLA clocks kept as ledgers, and the deadlines derived from them.
+
+A clock is never a stored due date. Its ledger records when it started, every pause (with
+the reason), every extension (with the customer's consent), the budget in force and the
+rule-set version whose calendar it counts on; the breach and warning instants are derived
+from the ledger each time anything changes. The ``deadlines`` table only caches the
+derived instants that are still pending, for the scheduler to claim.
+
+Derivation (documented conventions):
+
+* working units: due = ``add_working(start, budget + paused working time)``;
+  ``working_days``: the end of the Nth working day (``add_working_days``), then the paused
+  working time added on. Pauses are counted in whole working minutes.
+* calendar units: due = start + budget + paused elapsed time.
+* a warning at fraction *f*: the same formula with *f* × budget; a warning ``before``: the
+  breach instant minus the lead (calendar time). Warnings that would fall before the start
+  are dropped.
+* while paused there is no due instant (nothing pending).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from complaintflow.errors import FieldProblem, InvalidInput
+from complaintflow.rules.model import TimerDef
+from complaintflow.rules.ruleset import RuleSet
+from complaintflow.rules.timing import calendar_minutes, duration_of
+from complaintflow.states.conditions import Predicate, Scope, compile_condition
+from complaintflow.storage.hashing import iso
+from complaintflow.worktime import WorkingCalendar
+
+__all__ = ["CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso"]
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The customer's agreement to an extension (procedure: announced in advance, with
+    the customer's consent)."""
+
+    given_by: str
+    given_at: datetime
+    channel: str
+    reason: str
+
+    def problems(self, now: datetime) -> list[FieldProblem]:
+        out = []
+        for name in ("given_by", "channel", "reason"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                out.append(FieldProblem(f"consent.{name}", "required"))
+        if not isinstance(self.given_at, datetime) or self.given_at.tzinfo is None:
+            out.append(FieldProblem("consent.given_at", "an aware datetime"))
+        elif self.given_at > now:
+            out.append(FieldProblem("consent.given_at", "lies in the future"))
+        return out
+
+    def to_json(self) -> dict[str, str]:
+        return {"given_by": self.given_by, "given_at": iso(self.given_at),
+                "channel": self.channel, "reason": self.reason}
+
+
+@dataclass
+class Ledger:
+    started_at: datetime
+    unit: str
+    amount: int
+    calendar: str | None
+    calendar_version: str
+    pauses: list[list[str | None]] = field(default_factory=list)  # [start, end, reason]
+    extensions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.pauses) and self.pauses[-1][1] is None
+
+    @property
+    def budget(self) -> int:
+        return self.amount + sum(int(e["amount"]) for e in self.extensions)
+
+    def to_text(self) -> str:
+        return json.dumps({
+            "started_at": iso(self.started_at), "unit": self.unit, "amount": self.amount,
+            "calendar": self.calendar, "calendar_version": self.calendar_version,
+            "pauses": self.pauses, "extensions": self.extensions,
+        }, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, text: str) -> Ledger:
+        raw = json.loads(text)
+        return cls(parse_iso(raw["started_at"]), raw["unit"], int(raw["amount"]),
+                   raw["calendar"], raw["calendar_version"], raw["pauses"], raw["extensions"])
+
+    def pause(self, now: datetime, reason: str) -> None:
+        if not self.paused:
+            self.pauses.append([iso(now), None, reason])
+
+    def resume(self, now: datetime) -> None:
+        if self.paused:
+            self.pauses[-1][1] = iso(now)
+
+
+@dataclass(frozen=True)
+class Due:
+    """Derived instants: the breach, and each warning by index; ``None`` while paused."""
+
+    breach: datetime | None
+    warnings: tuple[tuple[int, datetime], ...]
+    provisional: bool
+
+
+@dataclass(frozen=True)
+class CompiledTimer:
+    definition: TimerDef
+    condition: Predicate | None
+    variants: tuple[tuple[Predicate, str, int], ...]
+    unit: str
+    amount: int
+
+    @property
+    def id(self) -> str:
+        return self.definition.id
+
+    def budget_for(self, scope: Scope) -> tuple[str, int]:
+        for predicate, unit, amount in self.variants:
+            if predicate(scope):
+                return unit, amount
+        return self.unit, self.amount
+
+
+class TimerSet:
+    """The timers of one rule set, with its calendars."""
+
+    def __init__(self, rules: RuleSet, calendars: Mapping[str, WorkingCalendar]) -> None:
+        self.rules = rules
+        self.calendars = calendars
+        self.default_calendar = rules.definition.calendar
+        compiled = []
+        for t in rules.definition.timers:
+            unit, amount = duration_of(t.duration)
+            variants = tuple(
+                (compile_condition(v.when, rules), *duration_of(v.duration)) for v in t.variants
+            )
+            compiled.append(CompiledTimer(
+                t, compile_condition(t.condition, rules) if t.condition else None,
+                variants, unit, amount,
+            ))
+        self.timers: tuple[CompiledTimer, ...] = tuple(compiled)
+        self.by_id = {t.id: t for t in self.timers}
+
+    def calendar_of(self, timer: CompiledTimer) -> WorkingCalendar | None:
+        name = timer.definition.calendar or self.default_calendar
+        return self.calendars.get(name) if name else None
+
+    def new_ledger(self, timer: CompiledTimer, scope: Scope, now: datetime) -> Ledger:
+        calendar = self.calendar_of(timer)
+        start = now
+        if timer.definition.align_to_opening and calendar is not None \
+                and not calendar.is_working_instant(now):
+            start = calendar.next_working_instant(now)
+        unit, amount = timer.budget_for(scope)
+        name = timer.definition.calendar or self.default_calendar
+        return Ledger(start, unit, amount, name, self.rules.version)
+
+    def derive(self, timer: CompiledTimer, ledger: Ledger,
+               calendar: WorkingCalendar | None) -> Due:
+        if ledger.paused:
+            return Due(None, (), False)
+        provisional = False
+
+        def at(scale: float) -> datetime:
+            nonlocal provisional
+            unit = ledger.unit
+            budget = ledger.budget * scale
+            span = calendar_minutes(unit, 1)
+            if span is not None:
+                paused = sum((parse_iso(str(p[1])) - parse_iso(str(p[0])) for p in ledger.pauses),
+                             timedelta())
+                return ledger.started_at + span * budget + paused
+            if calendar is None:
+                raise InvalidInput([FieldProblem(f"timers.{timer.id}",
+                                                 "a working-time budget without a calendar")])
+            paused_min = 0
+            for p in ledger.pauses:
+                paused_min += int(calendar.between(parse_iso(str(p[0])),
+                                                   parse_iso(str(p[1]))).total_seconds() // 60)
+            if unit == "working_days":
+                if scale == 1.0:
+                    first = calendar.add_working_days(
+                        ledger.started_at, int(budget),
+                        count_start_day=timer.definition.count_start_day)
+                    provisional = provisional or first.provisional
+                    base = first.instant
+                    if not paused_min:
+                        return base
+                    result = calendar.add_working(base, paused_min)
+                else:
+                    full = calendar.add_working_days(
+                        ledger.started_at, ledger.budget,
+                        count_start_day=timer.definition.count_start_day)
+                    provisional = provisional or full.provisional
+                    minutes = calendar.between(ledger.started_at, full.instant).total_seconds()
+                    result = calendar.add_working(ledger.started_at,
+                                                  int(minutes * scale // 60) + paused_min)
+            else:
+                per = 60 if unit == "working_hours" else 1
+                result = calendar.add_working(ledger.started_at, int(budget * per) + paused_min)
+            provisional = provisional or result.provisional
+            return result.instant
+
+        breach = at(1.0)
+        warnings = []
+        for index, w in enumerate(timer.definition.warnings, start=1):
+            if w.fraction is not None:
+                moment = at(w.fraction)
+            else:
+                assert w.before is not None
+                unit, amount = duration_of(w.before)
+                lead = calendar_minutes(unit, amount)
+                assert lead is not None
+                moment = breach - lead
+            if moment >= ledger.started_at:
+                warnings.append((index, moment))
+        return Due(breach, tuple(warnings), provisional)
+
+
+def timer_payload(timer: CompiledTimer, ledger: Ledger, due: Due) -> dict[str, Any]:
+    """What a history event records about a timer change."""
+    return {
+        "timer": timer.id,
+        "started_at": iso(ledger.started_at),
+        "budget": {"unit": ledger.unit, "amount": ledger.budget},
+        "due_at": iso(due.breach) if due.breach else None,
+        "provisional": due.provisional,
+    }
