@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from complaintflow.storage.tables import number_sequences as N
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.storage.tables import timers as T
 from complaintflow.timers import Consent, Ledger, timer_payload
+from complaintflow.replay import Replayed
 from complaintflow.verify import VerificationReport, verify_all
 from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, TimerView, mask_value
 from complaintflow.worktime import WorkingCalendar
@@ -589,7 +590,7 @@ class Engine:
                                          calendars(ledger.calendar, ledger.calendar_version))
             conn.execute(sa.update(T).where(T.c.id == trow.id).values(
                 ledger=ledger.to_text(), due_at=due.breach, provisional=due.provisional))
-            sla.replace_deadlines(conn, trow.id, row.id, due)
+            sla.replace_deadlines(conn, trow.id, row.id, due, now)
             extended = self.append_event(
                 conn, row, type="timer_extended", actor=actor, now=now,
                 seq=consent_event.seq + 1, prev_hash=consent_event.hash,
@@ -667,7 +668,7 @@ class Engine:
                     continue
                 conn.execute(sa.update(T).where(T.c.id == t.id).values(
                     ledger=ledger.to_text(), due_at=due.breach, provisional=due.provisional))
-                sla.replace_deadlines(conn, t.id, t.complaint_id, due)
+                sla.replace_deadlines(conn, t.id, t.complaint_id, due, now)
                 change = {"timer": t.timer, "run": t.run, "previous_due_at": to_json(t.due_at),
                           "due_at": to_json(due.breach), "provisional": due.provisional,
                           "previous_provisional": t.provisional,
@@ -736,24 +737,31 @@ class Engine:
                 raise NotFound("complaint", number)
             rows = conn.execute(sa.select(E).where(E.c.complaint_id == row.id)
                                 .order_by(E.c.seq)).all()
-            return [self._event_view(self.compiled(conn, ev.ruleset).codec, number, ev, actor)
-                    for ev in rows]
+            return [self.mask_event(self.event_view(number, ev, conn), actor) for ev in rows]
 
-    @staticmethod
-    def _event_view(codec: FieldCodec, number: str, ev: Any,
-                    actor: Actor | None) -> HistoryEvent:
+    def event_view(self, number: str, ev: Any, conn: Connection | None = None) -> HistoryEvent:
+        """A stored event row as a (complete, unmasked) view, its payload upcast."""
         payload = upcast(json.loads(ev.payload), ev.schema_version)
-        roles = actor.roles if actor else None
-        if not (roles is not None and codec.rules.may_read_personal(roles)):
-            personal = codec.rules.personal_fields
-            for key in ("fields", "set"):
-                if key in payload:
-                    payload[key] = {k: (mask_value(v) if k in personal else v)
-                                    for k, v in payload[key].items()}
+        if conn is not None:
+            self.compiled(conn, ev.ruleset)
         return HistoryEvent(number, ev.seq, ev.type, ev.trigger, ev.from_state, ev.to_state,
                             ev.actor_id, tuple(json.loads(ev.actor_roles)), ev.actor_department,
                             ev.occurred_at, payload, ev.ruleset, ev.schema_version,
                             ev.prev_hash, ev.hash)
+
+    def mask_event(self, event: HistoryEvent, actor: Actor | None) -> HistoryEvent:
+        """``event`` with personal data masked unless ``actor`` may read it."""
+        compiled = self._versions.get(event.ruleset, self._versions[self.rules.version])
+        rules = compiled.rules
+        if actor is not None and rules.may_read_personal(actor.roles):
+            return event
+        payload = dict(event.payload)
+        personal = rules.personal_fields
+        for key in ("fields", "set"):
+            if key in payload:
+                payload[key] = {k: (mask_value(v) if k in personal else v)
+                                for k, v in payload[key].items()}
+        return replace(event, payload=payload)
 
     def find(
         self,
@@ -825,7 +833,22 @@ class Engine:
                 sa.select(sa.func.min(D.c.due_at)).where(D.c.fired_at.is_(None))).scalar()
             return found
 
-    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerificationReport:
-        """Recompute every hash chain and compare each complaint row with its history."""
+    def verify(self, *, deep: bool = False, since: datetime | None = None,
+               progress: Callable[[int], None] | None = None) -> VerificationReport:
+        """Recompute every hash chain and compare each complaint row with its history. With
+        ``deep``: also re-run every transition through the guards of the rule version it
+        was decided under and check warnings and breaches against the clocks."""
+        if deep:
+            from complaintflow.audit import deep_verify
+
+            return deep_verify(self, since=since, progress=progress)
         with db.read(self._db) as conn:
             return verify_all(conn, progress=progress)
+
+    def replay(self, number: str, at: datetime | None = None,
+               actor: Actor | None = None) -> Replayed:
+        """The complaint rebuilt from its history and pinned rule versions as of ``at``
+        (state, fields, severity, timers); never reads the current-state row."""
+        from complaintflow.audit import replay
+
+        return replay(self, number, at, actor)

@@ -33,10 +33,13 @@ class TimerChange:
     payload: dict[str, Any]
 
 
-def replace_deadlines(conn: Connection, timer_row_id: int, complaint_id: int, due: Due) -> None:
+def replace_deadlines(conn: Connection, timer_row_id: int, complaint_id: int, due: Due,
+                      now: datetime) -> None:
     """Swap the pending deadlines of one timer run for freshly derived ones. Fired rows
-    stay (they are history); a warning or breach never fires twice."""
-    conn.execute(sa.delete(D).where(D.c.timer_id == timer_row_id, D.c.fired_at.is_(None)))
+    stay (they are history), and so do rows already due but not yet fired: a deadline that
+    passed before the change still fires (late) once; nothing fires twice."""
+    conn.execute(sa.delete(D).where(D.c.timer_id == timer_row_id, D.c.fired_at.is_(None),
+                                    D.c.due_at > now))
     if due.breach is None:
         return
     fired = {(r.kind, r.idx) for r in conn.execute(
@@ -92,7 +95,8 @@ def on_event(
         ledger = Ledger.from_text(row.ledger)
         if kind == "transition" and (to_state in timer.definition.stop
                                      or trigger in timer.definition.stop_triggers):
-            conn.execute(sa.delete(D).where(D.c.timer_id == row.id, D.c.fired_at.is_(None)))
+            conn.execute(sa.delete(D).where(D.c.timer_id == row.id, D.c.fired_at.is_(None),
+                                            D.c.due_at > now))
             conn.execute(sa.update(T).where(T.c.id == row.id)
                          .values(status="stopped", stopped_at=now))
             changes.append(TimerChange("stopped", {"timer": name, "run": row.run}))
@@ -114,7 +118,7 @@ def on_event(
             conn.execute(sa.update(T).where(T.c.id == row.id).values(
                 status="paused" if ledger.paused else "running", ledger=ledger.to_text(),
                 due_at=due.breach, provisional=due.provisional))
-            replace_deadlines(conn, row.id, complaint_id, due)
+            replace_deadlines(conn, row.id, complaint_id, due, now)
             for what in touched:
                 changes.append(TimerChange(what, {**timer_payload(timer, ledger, due),
                                                   "run": row.run}))
@@ -136,7 +140,7 @@ def on_event(
             status="paused" if ledger.paused else "running", ledger=ledger.to_text(),
             due_at=due.breach, provisional=due.provisional, warned=0,
         ).returning(T.c.id)).scalar_one()
-        replace_deadlines(conn, timer_row_id, complaint_id, due)
+        replace_deadlines(conn, timer_row_id, complaint_id, due, now)
         changes.append(TimerChange("started", {**timer_payload(timer, ledger, due), "run": run}))
     return changes
 

@@ -1,0 +1,193 @@
+"""What auditors use: replay at an instant, deep verification, rule-set versions."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from complaintflow.actor import Actor
+from complaintflow.errors import FieldProblem, InvalidInput, NotFound
+from complaintflow.replay import Replayed, ReplayedTimer, deep_findings, replay_events
+from complaintflow.storage import db
+from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import events as E
+from complaintflow.storage.tables import rulesets as R
+from complaintflow.verify import VerificationReport, verify_all
+from complaintflow.views import HistoryEvent, mask_value
+
+if TYPE_CHECKING:
+    from complaintflow.engine import Engine
+
+__all__ = ["RuleSetInfo", "deep_verify", "replay", "ruleset_diff", "rulesets",
+           "stream_events"]
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class RuleSetInfo:
+    hash: str
+    name: str
+    source: str
+    loaded_at: datetime
+    loaded_by: str | None
+    complaints: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "name": self.name, "source": self.source,
+                "loaded_at": self.loaded_at.isoformat(), "loaded_by": self.loaded_by,
+                "complaints": self.complaints}
+
+
+def rulesets(engine: Engine) -> list[RuleSetInfo]:
+    with db.read(engine.database) as conn:
+        counts = {r.ruleset: r.n for r in conn.execute(
+            sa.select(C.c.ruleset, sa.func.count().label("n")).group_by(C.c.ruleset))}
+        return [RuleSetInfo(r.hash, r.name, r.source, r.loaded_at, r.loaded_by,
+                            counts.get(r.hash, 0))
+                for r in conn.execute(sa.select(R).order_by(R.c.loaded_at, R.c.hash))]
+
+
+def resolve_hash(conn: Connection, prefix: str) -> str:
+    """A full rule-set hash from a unique prefix (at least 6 characters)."""
+    if not isinstance(prefix, str) or len(prefix) < 6:
+        raise InvalidInput([FieldProblem("hash", "give at least 6 characters of the hash")])
+    found = [r.hash for r in conn.execute(sa.select(R.c.hash).where(R.c.hash.like(
+        prefix.lower() + "%")))]
+    if len(found) != 1:
+        raise NotFound("rule set", prefix) if not found else InvalidInput(
+            [FieldProblem("hash", f"{prefix!r} matches {len(found)} rule sets")])
+    return found[0]
+
+
+def ruleset_text(engine: Engine, prefix: str) -> tuple[str, str]:
+    with db.read(engine.database) as conn:
+        full = resolve_hash(conn, prefix)
+        text = conn.execute(sa.select(R.c.text).where(R.c.hash == full)).scalar_one()
+        return full, str(text)
+
+
+def ruleset_diff(engine: Engine, a: str, b: str) -> str:
+    """A unified diff of two stored rule files."""
+    ha, ta = ruleset_text(engine, a)
+    hb, tb = ruleset_text(engine, b)
+    return "".join(difflib.unified_diff(ta.splitlines(keepends=True),
+                                        tb.splitlines(keepends=True),
+                                        fromfile=ha[:12], tofile=hb[:12]))
+
+
+def _events(engine: Engine, conn: Connection, complaint_id: int, number: str
+            ) -> list[HistoryEvent]:
+    rows = conn.execute(sa.select(E).where(E.c.complaint_id == complaint_id)
+                        .order_by(E.c.seq)).all()
+    return [engine.event_view(number, ev, None) for ev in rows]
+
+
+def _remaining(engine: Engine, conn: Connection
+               ) -> Callable[[ReplayedTimer, str, datetime], timedelta | None]:
+    def remaining(timer: ReplayedTimer, version: str, moment: datetime) -> timedelta | None:
+        if timer.due_at is None:
+            return None
+        compiled = engine.compiled(conn, version)
+        unit = str(timer.budget.get("unit", ""))
+        ctimer = compiled.timers.by_id.get(timer.timer)
+        cal = compiled.timers.calendar_of(ctimer) if ctimer is not None else None
+        if unit.startswith("working") and cal is not None:
+            return cal.between(moment, timer.due_at)
+        return timer.due_at - moment
+
+    return remaining
+
+
+def replay(engine: Engine, number: str, at: datetime | None = None,
+           actor: Actor | None = None) -> Replayed:
+    """The complaint as of ``at`` (default: after its last event), from history alone."""
+    if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
+        raise InvalidInput([FieldProblem("at", "an aware datetime")])
+    with db.read(engine.database) as conn:
+        found = conn.execute(sa.select(C.c.id).where(C.c.number == number)).first()
+        if found is None:
+            raise NotFound("complaint", number)
+        events = _events(engine, conn, found.id, number)
+        replayed = replay_events(number, events, at, _remaining(engine, conn))
+        if replayed is None:
+            first = events[0].occurred_at.isoformat() if events else "never"
+            raise InvalidInput([FieldProblem(
+                "at", f"{at.isoformat() if at else at} is before the complaint existed "
+                      f"(received {first})")], context="replay")
+        compiled = engine.compiled(conn, replayed.ruleset)
+        if actor is None or not compiled.rules.may_read_personal(actor.roles):
+            personal = compiled.rules.personal_fields
+            replayed.fields = {k: (mask_value(v) if k in personal else v)
+                               for k, v in replayed.fields.items()}
+            replayed.events = [engine.mask_event(e, actor) for e in replayed.events]
+        return replayed
+
+
+def stream_events(engine: Engine, conn: Connection, *, number: str | None = None,
+                  since: datetime | None = None, until: datetime | None = None,
+                  batch: int = 2000) -> Iterator[tuple[str, Any]]:
+    """Event rows with their complaint numbers, in (complaint, seq) order, in batches."""
+    where: list[Any] = []
+    if number is not None:
+        cid = conn.execute(sa.select(C.c.id).where(C.c.number == number)).scalar()
+        if cid is None:
+            raise NotFound("complaint", number)
+        where.append(E.c.complaint_id == cid)
+    if since is not None:
+        where.append(E.c.occurred_at >= since)
+    if until is not None:
+        where.append(E.c.occurred_at < until)
+    last: tuple[int, int] = (0, 0)
+    while True:
+        rows = conn.execute(
+            sa.select(E, C.c.number.label("number")).join(C, C.c.id == E.c.complaint_id)
+            .where(*where, sa.tuple_(E.c.complaint_id, E.c.seq) > sa.tuple_(*last))
+            .order_by(E.c.complaint_id, E.c.seq).limit(batch)).all()
+        if not rows:
+            return
+        for r in rows:
+            yield r.number, r
+        last = (rows[-1].complaint_id, rows[-1].seq)
+
+
+def deep_verify(engine: Engine, *, since: datetime | None = None,
+                progress: Callable[[int], None] | None = None) -> VerificationReport:
+    """Chains and rows (as ``verify``) plus: every transition legal under its rule version,
+    warnings and breaches consistent with the clocks, current rows equal to the replay.
+    ``since`` limits the deep part to complaints changed since then."""
+    now = engine.now()
+    with db.read(engine.database) as conn:
+        report = verify_all(conn)
+        last_id = 0
+        while True:
+            query = sa.select(C.c.id, C.c.number, C.c.state, C.c.fields).where(
+                C.c.id > last_id).order_by(C.c.id).limit(BATCH)
+            if since is not None:
+                query = query.where(C.c.updated_at >= since)
+            rows = conn.execute(query).all()
+            if not rows:
+                break
+            last_id = rows[-1].id
+            by_id: dict[int, list[Any]] = {r.id: [] for r in rows}
+            for ev in conn.execute(sa.select(E).where(E.c.complaint_id.in_(list(by_id)))
+                                   .order_by(E.c.complaint_id, E.c.seq)):
+                by_id[ev.complaint_id].append(ev)
+            for r in rows:
+                events = [engine.event_view(r.number, ev, None) for ev in by_id[r.id]]
+                seen = {(f.number, f.kind) for f in report.findings}
+                for finding in deep_findings(
+                    r.number, events, lambda v: engine.compiled(conn, v), now,
+                    {"state": r.state, "fields": r.fields},
+                ):
+                    if (finding.number, finding.kind) not in seen:
+                        report.findings.append(finding)
+            if progress is not None:
+                progress(len(rows))
+        return report
