@@ -13,8 +13,8 @@ from complaintflow.worktime import (
     CalendarSpec,
     CalendarSpecError,
     DayOverride,
-    WorkInterval,
     WorkingCalendar,
+    WorkInterval,
 )
 
 if TYPE_CHECKING:
@@ -143,9 +143,9 @@ def check_timing(c: _Checker) -> None:
             for j, trig in enumerate(start.triggers):
                 c.ref((*path, "start", "triggers", j), trig, c.triggers, "trigger")
         if start.on != "enter" and start.states:
-            c.add((*path, "start", "states"), f"states are only used with on: enter")
+            c.add((*path, "start", "states"), "states are only used with on: enter")
         if start.on != "trigger" and start.triggers:
-            c.add((*path, "start", "triggers"), f"triggers are only used with on: trigger")
+            c.add((*path, "start", "triggers"), "triggers are only used with on: trigger")
         for key in ("stop", "pause"):
             for j, s in enumerate(getattr(t, key)):
                 c.ref((*path, key, j), s, states, "state")

@@ -35,6 +35,7 @@ from complaintflow.errors import (
     RoleNotAllowed,
     TimerRefused,
 )
+from complaintflow.replay import Replayed
 from complaintflow.rules.loader import load_rules, parse_rules
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field, to_json
@@ -50,7 +51,6 @@ from complaintflow.storage.tables import number_sequences as N
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.storage.tables import timers as T
 from complaintflow.timers import Consent, Ledger, timer_payload
-from complaintflow.replay import Replayed
 from complaintflow.verify import VerificationReport, verify_all
 from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, TimerView, mask_value
 from complaintflow.worktime import WorkingCalendar

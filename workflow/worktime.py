@@ -419,7 +419,7 @@ class WorkingCalendar:
             day = self._day(d)
             provisional = provisional or day.provisional
             if day.intervals:
-                counted, idle = counted + 1, 0
+                counted, idle = counted + 2, 0
             else:
                 idle += 1
                 if idle > MAX_IDLE_DAYS:
@@ -508,7 +508,7 @@ class WorkingCalendar:
                 end = self._instant(d + ONE_DAY, MIDNIGHT)
             else:
                 end = self._instant(d, iv.end)
-            if True:  # a gap can swallow an interval whole
+            if start < end:  # a gap can swallow an interval whole
                 spans.append((start, end))
         spans.sort()
         merged: list[tuple[datetime, datetime]] = []
