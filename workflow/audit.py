@@ -63,14 +63,14 @@ def resolve_hash(conn: Connection, prefix: str) -> str:
     if len(found) != 1:
         raise NotFound("rule set", prefix) if not found else InvalidInput(
             [FieldProblem("hash", f"{prefix!r} matches {len(found)} rule sets")])
-    return found[0]
+    return str(found[0])
 
 
 def ruleset_text(engine: Engine, prefix: str) -> tuple[str, str]:
     with db.read(engine.database) as conn:
         full = resolve_hash(conn, prefix)
-        text = conn.execute(sa.select(R.c.text).where(R.c.hash == full)).scalar_one()
-        return full, str(text)
+        text: str = conn.execute(sa.select(R.c.text).where(R.c.hash == full)).scalar_one()
+        return full, text
 
 
 def ruleset_diff(engine: Engine, a: str, b: str) -> str:

@@ -128,6 +128,8 @@ def fold(state: Replayed, event: HistoryEvent) -> None:
     if "set" in p:
         state.fields.update(p["set"])
         state.fields = {k: v for k, v in state.fields.items() if v is not None}
+    for name in p.get("dropped_fields", []):
+        state.fields.pop(name, None)
     if "severity" in p:
         state.severity = p["severity"]
     if "timers" in p:

@@ -96,6 +96,8 @@ def _check_chain(row: Any, events: Sequence[Any]) -> list[Finding]:
         payload = json.loads(ev.payload)
         fields.update(payload.get("fields", {}))
         fields.update(payload.get("set", {}))
+        for name in payload.get("dropped_fields", []):
+            fields.pop(name, None)
         severity = payload.get("severity", severity)
         prev = ev.hash
         last = ev

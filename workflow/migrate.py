@@ -1,0 +1,229 @@
+"""Moving open complaints to another rule-set version, explicitly.
+
+A complaint stays on the rule set it started under; ``plan`` reports per complaint what a
+move would change, and ``apply`` performs it with one ``ruleset_migrated`` history event per
+complaint, all in one transaction. A complaint whose state does not exist in the target (and
+has no mapping) or whose fields do not fit the target's types is refused, and then nothing
+is changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from complaintflow import sla
+from complaintflow.actor import Actor
+from complaintflow.audit import resolve_hash
+from complaintflow.engine import CommittedEvent, build_event
+from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput
+from complaintflow.rules.values import ValueProblem, check_field
+from complaintflow.states.conditions import Facts
+from complaintflow.storage import db
+from complaintflow.storage.hashing import canonical
+from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import events as E
+from complaintflow.storage.tables import timers as T
+from complaintflow.timers import Due, Ledger, timer_payload
+
+if TYPE_CHECKING:
+    from complaintflow.engine import Engine
+
+__all__ = ["MigrationItem", "MigrationRefused", "apply", "plan"]
+
+
+class MigrationRefused(InvalidInput):
+    """Some selected complaints cannot be moved safely; nothing was changed."""
+
+    def __init__(self, items: list[MigrationItem]) -> None:
+        self.items = items
+        super().__init__([FieldProblem(i.number, "; ".join(i.problems)) for i in items],
+                         context="migration")
+
+
+@dataclass
+class MigrationItem:
+    number: str
+    from_version: str
+    to_version: str
+    state: str
+    target_state: str
+    problems: list[str] = field(default_factory=list)
+    newly_required: list[str] = field(default_factory=list)
+    dropped_fields: list[str] = field(default_factory=list)
+    timers_added: list[str] = field(default_factory=list)
+    timers_removed: list[str] = field(default_factory=list)
+    timers_rederived: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "from": self.from_version, "to": self.to_version,
+                "state": self.state, "target_state": self.target_state, "ok": self.ok,
+                "problems": self.problems, "newly_required": self.newly_required,
+                "dropped_fields": self.dropped_fields, "timers_added": self.timers_added,
+                "timers_removed": self.timers_removed,
+                "timers_rederived": self.timers_rederived}
+
+
+def _select(conn: Connection, engine: Engine, target: str, states: Iterable[str] | None,
+            numbers: Iterable[str] | None) -> list[Any]:
+    query = sa.select(C).where(C.c.ruleset != target).order_by(C.c.id)
+    if states is not None:
+        query = query.where(C.c.state.in_(list(states)))
+    if numbers is not None:
+        query = query.where(C.c.number.in_(list(numbers)))
+    rows = []
+    for row in conn.execute(query):
+        if row.state not in engine.compiled(conn, row.ruleset).rules.final_states:
+            rows.append(row)
+    return rows
+
+
+def _plan_one(conn: Connection, engine: Engine, row: Any, target: str,
+              state_map: Mapping[str, str]) -> MigrationItem:
+    source = engine.compiled(conn, row.ruleset)
+    dest = engine.compiled(conn, target)
+    new_state = state_map.get(row.state, row.state)
+    item = MigrationItem(row.number, row.ruleset, target, row.state, new_state)
+    if new_state not in dest.rules.states:
+        item.problems.append(f"state {row.state!r} does not exist in the target; map it "
+                             f"(--map {row.state}=STATE)" if new_state == row.state else
+                             f"mapped state {new_state!r} does not exist in the target")
+    stored = json.loads(row.fields)
+    for name, raw in stored.items():
+        fdef = dest.rules.fields.get(name)
+        if fdef is None:
+            item.dropped_fields.append(name)
+            continue
+        try:
+            check_field(fdef, raw)
+        except ValueProblem as exc:
+            item.problems.append(f"field {name!r} does not fit the target: {exc}")
+    item.newly_required = sorted(f.id for f in dest.rules.definition.fields
+                                 if f.required and stored.get(f.id) in (None, "", []))
+    active = {r.timer for r in conn.execute(sa.select(T.c.timer).where(
+        T.c.complaint_id == row.id, T.c.status != "stopped"))}
+    for name in sorted(active):
+        (item.timers_rederived if name in dest.timers.by_id else item.timers_removed
+         ).append(name)
+    scope = _scope(dest, row, new_state, stored)
+    for t in dest.timers.timers:
+        if t.id in active:
+            continue
+        start = t.definition.start
+        running_now = start.on == "receipt" or (start.on == "enter" and new_state in
+                                                start.states)
+        holds = t.condition is None or t.condition(scope)
+        if running_now and holds and new_state not in t.definition.stop \
+                and t.id not in source.timers.by_id:
+            item.timers_added.append(t.id)
+    return item
+
+
+def _scope(dest: Any, row: Any, state: str, stored: Mapping[str, Any]) -> Any:
+    values = dest.codec.decode({k: v for k, v in stored.items() if k in dest.rules.fields})
+    fields = {**values, **dest.builtins(row.number, row.received_at), "severity": row.severity,
+              "state": state}
+    return dest.scope(fields, Actor("system:migrate", ()), Facts(), row.updated_at)
+
+
+def plan(engine: Engine, to: str, *, states: Iterable[str] | None = None,
+         numbers: Iterable[str] | None = None,
+         state_map: Mapping[str, str] | None = None) -> list[MigrationItem]:
+    """What moving the selected open complaints to rule set ``to`` would change."""
+    with db.read(engine.database) as conn:
+        target = resolve_hash(conn, to)
+        return [_plan_one(conn, engine, row, target, state_map or {})
+                for row in _select(conn, engine, target, states, numbers)]
+
+
+def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None = None,
+          numbers: Iterable[str] | None = None,
+          state_map: Mapping[str, str] | None = None) -> list[MigrationItem]:
+    """Move the selected open complaints; all or nothing."""
+    engine.check_actor(actor, engine.rules)
+    now = engine.now()
+    committed: list[CommittedEvent] = []
+    with db.write(engine.database) as conn:
+        target = resolve_hash(conn, to)
+        rows = _select(conn, engine, target, states, numbers)
+        items = [_plan_one(conn, engine, row, target, state_map or {}) for row in rows]
+        refused = [i for i in items if not i.ok]
+        if refused:
+            raise MigrationRefused(refused)
+        dest = engine.compiled(conn, target)
+        calendars = engine.calendar_lookup(conn)
+        for row, item in zip(rows, items, strict=True):
+            stored = {k: v for k, v in json.loads(row.fields).items()
+                      if k not in item.dropped_fields}
+            scope = _scope(dest, row, item.target_state, stored)
+            changes: dict[str, list[dict[str, Any]]] = {}
+            for t in conn.execute(sa.select(T).where(T.c.complaint_id == row.id,
+                                                     T.c.status != "stopped")).all():
+                ctimer = dest.timers.by_id.get(t.timer)
+                if ctimer is None:
+                    conn.execute(sa.update(T).where(T.c.id == t.id)
+                                 .values(status="stopped", stopped_at=now))
+                    sla.replace_deadlines(conn, t.id, row.id, _no_due(), now)
+                    changes.setdefault("stopped", []).append({"timer": t.timer, "run": t.run})
+                    continue
+                ledger = Ledger.from_text(t.ledger)
+                ledger.unit, ledger.amount = ctimer.budget_for(scope)
+                name = ctimer.definition.calendar or dest.rules.definition.calendar
+                ledger.calendar, ledger.calendar_version = name, target
+                due = dest.timers.derive(ctimer, ledger, calendars(name, target))
+                conn.execute(sa.update(T).where(T.c.id == t.id).values(
+                    ledger=ledger.to_text(), due_at=due.breach, provisional=due.provisional))
+                sla.replace_deadlines(conn, t.id, row.id, due, now)
+                changes.setdefault("rederived", []).append(
+                    {**timer_payload(ctimer, ledger, due), "run": t.run})
+            for name in item.timers_added:
+                ctimer = dest.timers.by_id[name]
+                ledger = dest.timers.new_ledger(ctimer, scope, now)
+                due = dest.timers.derive(ctimer, ledger,
+                                         calendars(ledger.calendar, ledger.calendar_version))
+                last = conn.execute(sa.select(sa.func.max(T.c.run)).where(
+                    T.c.complaint_id == row.id, T.c.timer == name)).scalar() or 0
+                timer_id = conn.execute(sa.insert(T).values(
+                    complaint_id=row.id, timer=name, run=last + 1, status="running",
+                    ledger=ledger.to_text(), due_at=due.breach, provisional=due.provisional,
+                    warned=0).returning(T.c.id)).scalar_one()
+                sla.replace_deadlines(conn, timer_id, row.id, due, now)
+                changes.setdefault("started", []).append(
+                    {**timer_payload(ctimer, ledger, due), "run": last + 1})
+            payload: dict[str, Any] = {"from": row.ruleset, "to": target,
+                                       "dropped_fields": item.dropped_fields,
+                                       "newly_required": item.newly_required,
+                                       "severity": row.severity}
+            if item.target_state != row.state:
+                payload["state_mapped"] = [row.state, item.target_state]
+            if changes:
+                payload["timers"] = changes
+            seq = row.version + 1
+            event_row, event = build_event(
+                complaint_id=row.id, number=row.number, seq=seq, prev_hash=row.head_hash,
+                type="ruleset_migrated", trigger=None, from_state=row.state,
+                to_state=item.target_state, actor=actor, now=now, payload=payload,
+                ruleset=target)
+            updated = conn.execute(sa.update(C).where(C.c.id == row.id,
+                                                      C.c.version == row.version).values(
+                ruleset=target, state=item.target_state, version=seq, head_seq=seq,
+                head_hash=event.hash, fields=canonical(stored), updated_at=now)).rowcount
+            if updated != 1:
+                raise ConcurrentUpdate(row.number, row.version, None)
+            conn.execute(sa.insert(E).values(**event_row))
+            committed.append(CommittedEvent(event, None))
+    engine.notify(committed)
+    return items
+
+
+def _no_due() -> Due:
+    return Due(None, (), False)
