@@ -612,32 +612,52 @@ class Engine:
                 raise NotFound("complaint", number)
             return self._timer_views(conn, row.id, row.ruleset, now)
 
+    def list_timers(self, *, status: str | None = None, breached: bool | None = None,
+                    due_before: datetime | None = None, limit: int = 100,
+                    offset: int = 0) -> list[tuple[str, TimerView]]:
+        """Clock runs across complaints (default: all not stopped), soonest due first."""
+        if status not in (None, "running", "paused", "stopped"):
+            raise InvalidInput([FieldProblem("status", "running, paused or stopped")])
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput([FieldProblem("limit", "an integer from 1 to 10000")])
+        now = self.now()
+        where: list[Any] = [T.c.status == status] if status else [T.c.status != "stopped"]
+        if breached is not None:
+            where.append(T.c.breached_at.is_not(None) if breached else
+                         T.c.breached_at.is_(None))
+        if due_before is not None:
+            where.append(T.c.due_at < due_before)
+        with db.read(self._db) as conn:
+            rows = conn.execute(
+                sa.select(T, C.c.number, C.c.ruleset).join(C, C.c.id == T.c.complaint_id)
+                .where(*where).order_by(T.c.due_at.is_(None), T.c.due_at, T.c.id)
+                .limit(limit).offset(offset)).all()
+            return [(r.number, self._timer_view(conn, r, r.ruleset, now)) for r in rows]
+
     def _timer_views(self, conn: Connection, complaint_id: int, version: str,
                      now: datetime) -> list[TimerView]:
+        return [self._timer_view(conn, t, version, now) for t in conn.execute(
+            sa.select(T).where(T.c.complaint_id == complaint_id).order_by(T.c.id))]
+
+    def _timer_view(self, conn: Connection, t: Any, version: str, now: datetime) -> TimerView:
         compiled = self.compiled(conn, version)
-        calendars = self.calendar_lookup(conn)
-        out = []
-        for t in conn.execute(sa.select(T).where(T.c.complaint_id == complaint_id)
-                              .order_by(T.c.id)):
-            ledger = Ledger.from_text(t.ledger)
-            cal = calendars(ledger.calendar, ledger.calendar_version)
-            remaining: timedelta | None = None
-            if t.status == "running" and t.due_at is not None:
-                if ledger.unit.startswith("working") and cal is not None:
-                    remaining = cal.between(now, t.due_at)
-                else:
-                    remaining = t.due_at - now
-            ctimer = compiled.timers.by_id.get(t.timer)
-            label = ctimer.definition.label.zh if ctimer else t.timer
-            out.append(TimerView(
-                timer=t.timer, label=label, run=t.run, status=t.status,
-                started_at=ledger.started_at, due_at=t.due_at, provisional=t.provisional,
-                warned=t.warned, breached_at=t.breached_at, stopped_at=t.stopped_at,
-                unit=ledger.unit, budget=ledger.budget, remaining=remaining,
-                pauses=tuple(tuple(p) for p in ledger.pauses),
-                extensions=tuple(ledger.extensions),
-            ))
-        return out
+        ledger = Ledger.from_text(t.ledger)
+        cal = self.calendar_lookup(conn)(ledger.calendar, ledger.calendar_version)
+        remaining: timedelta | None = None
+        if t.status == "running" and t.due_at is not None:
+            if ledger.unit.startswith("working") and cal is not None:
+                remaining = cal.between(now, t.due_at)
+            else:
+                remaining = t.due_at - now
+        ctimer = compiled.timers.by_id.get(t.timer)
+        return TimerView(
+            timer=t.timer, label=ctimer.definition.label.zh if ctimer else t.timer,
+            run=t.run, status=t.status, started_at=ledger.started_at, due_at=t.due_at,
+            provisional=t.provisional, warned=t.warned, breached_at=t.breached_at,
+            stopped_at=t.stopped_at, unit=ledger.unit, budget=ledger.budget,
+            remaining=remaining, pauses=tuple(tuple(p) for p in ledger.pauses),
+            extensions=tuple(ledger.extensions),
+        )
 
     def recompute_timers(self, actor: Actor | None = None) -> list[dict[str, Any]]:
         """Re-derive every open clock with the current rule set's calendars (after calendar
