@@ -30,16 +30,21 @@ from complaintflow.errors import (
     RuleProblem,
     SeparationOfDuties,
     StorageError,
+    TimerRefused,
     TransitionRefused,
     TriggerNotAllowed,
     UnknownTrigger,
 )
+from complaintflow.outbox import Notification
+from complaintflow.replay import Replayed
 from complaintflow.rules.loader import load_rules, parse_rules
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.states.guards import GUARD_ORDER
+from complaintflow.scheduler import Scheduler
 from complaintflow.states.machine import TriggerOption
+from complaintflow.timers import Consent
 from complaintflow.verify import Finding, VerificationReport
-from complaintflow.views import Complaint, HistoryEvent, Page
+from complaintflow.views import Complaint, HistoryEvent, Page, TimerView
 
 __version__ = "0.1.0"
 
@@ -51,6 +56,7 @@ __all__ = [
     "CalendarError",
     "Clock",
     "CommittedEvent",
+    "Consent",
     "Complaint",
     "ComplaintflowError",
     "ConcurrentUpdate",
@@ -64,14 +70,19 @@ __all__ = [
     "InvalidInput",
     "MissingFields",
     "NotFound",
+    "Notification",
     "Page",
+    "Replayed",
     "RoleNotAllowed",
     "RuleError",
     "RuleProblem",
     "RuleSet",
+    "Scheduler",
     "SeparationOfDuties",
     "SimulatedClock",
     "StorageError",
+    "TimerRefused",
+    "TimerView",
     "TransitionRefused",
     "TriggerNotAllowed",
     "TriggerOption",
