@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Mapping
 from datetime import time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,12 @@ from complaintflow.worktime import (
 
 if TYPE_CHECKING:
     from complaintflow.rules.check import _Checker
+
+
+def did_you_mean(word: str, candidates: Any) -> str | None:
+    from complaintflow.rules.check import did_you_mean as suggest
+
+    return suggest(word, candidates)
 
 __all__ = ["UNITS", "build_calendars", "calendar_spec", "check_timing", "duration_of",
            "parse_interval"]
@@ -117,7 +124,11 @@ def check_timing(c: _Checker) -> None:
             calendar_spec(cal)
         except CalendarSpecError as exc:
             for problem in exc.problems:
-                c.add(_spec_path(i, cal, problem.path), problem.message)
+                suggestion = None
+                if problem.code == "unknown_timezone":
+                    suggestion = did_you_mean(cal.timezone, zoneinfo.available_timezones())
+                c.add(_spec_path(i, cal, problem.path), problem.message,
+                      "an IANA zone name" if suggestion else None, suggestion)
         except CalendarError as exc:  # pragma: no cover - spec errors are CalendarSpecError
             c.add(("calendars", i), str(exc))
     if rules.calendar is not None:
@@ -186,7 +197,7 @@ def check_timing(c: _Checker) -> None:
                 if unit.startswith("working"):
                     c.add((*wpath, "before"), "a lead time is calendar time",
                           "minutes, hours or days")
-                for vpath, d in durations:
+                for _vpath, d in durations:
                     dunit_given = [u for u in UNITS if getattr(d, u) is not None]
                     if len(dunit_given) != 1 or unit.startswith("working") or not unit:
                         continue

@@ -735,7 +735,6 @@ class Engine:
             override.get("updated_at", row.updated_at), row.ruleset, row.department,
             row.handler, (), row.escalated_to,
         )
-        self._versions.setdefault(row.ruleset, Compiled.build(codec.rules))
         return self._masked(complaint, roles)
 
     def get(self, number: str, actor: Actor | None = None) -> Complaint:
