@@ -684,13 +684,25 @@ class Engine:
                 due = compiled.timers.derive(
                     ctimer, ledger, self.calendar_lookup(conn)(ledger.calendar,
                                                                ledger.calendar_version))
-                if due.breach == t.due_at and due.provisional == t.provisional:
+                pending = {(r.kind, r.idx, r.due_at) for r in conn.execute(
+                    sa.select(D.c.kind, D.c.idx, D.c.due_at).where(
+                        D.c.timer_id == t.id, D.c.fired_at.is_(None)))}
+                fired = {(r.kind, r.idx) for r in conn.execute(
+                    sa.select(D.c.kind, D.c.idx).where(D.c.timer_id == t.id,
+                                                      D.c.fired_at.is_not(None)))}
+                wanted = {("warning", i, at) for i, at in due.warnings
+                          if ("warning", i) not in fired}
+                if due.breach is not None and ("breach", 0) not in fired:
+                    wanted.add(("breach", 0, due.breach))
+                if due.breach == t.due_at and due.provisional == t.provisional \
+                        and pending == wanted:
                     continue
                 conn.execute(sa.update(T).where(T.c.id == t.id).values(
                     ledger=ledger.to_text(), due_at=due.breach, provisional=due.provisional))
                 sla.replace_deadlines(conn, t.id, t.complaint_id, due, now)
                 change = {"timer": t.timer, "run": t.run, "previous_due_at": to_json(t.due_at),
                           "due_at": to_json(due.breach), "provisional": due.provisional,
+                          "warnings": [to_json(at) for _, at in due.warnings],
                           "previous_provisional": t.provisional,
                           "calendar_version": ledger.calendar_version}
                 event = self.append_event(conn, crow, type="deadline_recomputed", actor=actor,

@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from complaintflow import sla
 from complaintflow.actor import Actor
 from complaintflow.engine import CommittedEvent, Engine, build_event, insert_ignore
 from complaintflow.errors import TransitionRefused
@@ -135,6 +136,7 @@ class Scheduler:
             notes: list[dict[str, Any]] = []
             timer_updates: dict[int, dict[str, Any]] = {}
             touched: set[int] = set()
+            raised: set[int] = set()
             for d in claimed:
                 comp = complaints[d.complaint_id]
                 trow = timers[d.timer_id]
@@ -159,11 +161,14 @@ class Scheduler:
                         notify = list(b.notify)
                         if b.raise_severity is not None:
                             levels = compiled.rules.severity_levels
+                            before = comp["severity"]
                             comp["severity_floor"] = _raise(levels, comp["severity_floor"],
                                                             b.raise_severity)
                             comp["severity"] = _raise(levels, comp["severity"],
                                                       b.raise_severity)
                             actions["raise_severity"] = b.raise_severity
+                            if comp["severity"] != before:
+                                raised.add(comp["id"])
                         if b.reassign is not None:
                             comp["escalated_to"] = b.reassign
                             actions["reassign"] = b.reassign
@@ -214,10 +219,33 @@ class Scheduler:
                 conn.execute(sa.update(T).where(T.c.id == timer_id).values(**values))
             if notes:
                 conn.execute(sa.insert(O), notes)
+            for complaint_id in raised:
+                report.events.extend(self._rederive(conn, complaints[complaint_id], now))
             for complaint_id, trigger, timer_name in fires:
                 report.events.extend(self._fire_action(conn, complaint_id, trigger, timer_name,
                                                        now))
         return report
+
+    def _rederive(self, conn: Connection, comp: dict[str, Any],
+                  now: datetime) -> list[CommittedEvent]:
+        """A breach raised the severity: clocks whose budget depends on it are re-derived,
+        recorded in one ``timers_rederived`` event."""
+        engine = self.engine
+        row = conn.execute(sa.select(C).where(C.c.id == comp["id"])).one()
+        compiled = engine.compiled(conn, row.ruleset)
+        fields = {**compiled.codec.decode(row.fields),
+                  **compiled.builtins(row.number, row.received_at),
+                  "severity": row.severity, "state": row.state}
+        changes = sla.on_event(
+            conn, compiled, engine.calendar_lookup(conn), row.id, kind="severity",
+            trigger=None, from_state=row.state, to_state=row.state,
+            scope=compiled.scope(fields, SYSTEM, engine.facts(conn, row.id), now), now=now)
+        if not changes:
+            return []
+        event = engine.append_event(conn, row, type="timers_rederived", actor=SYSTEM, now=now,
+                                    payload={"timers": sla.summarise(changes),
+                                             "reason": "severity raised"})
+        return [CommittedEvent(event, None)]
 
     def _fire_action(self, conn: Connection, complaint_id: int, trigger: str, timer: str,
                      now: datetime) -> list[CommittedEvent]:

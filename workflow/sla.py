@@ -60,7 +60,8 @@ def _starts(timer: CompiledTimer, kind: str, trigger: str | None, from_state: st
     if start.on == "receipt":
         return kind == "receipt"
     if start.on == "enter":
-        return to_state in start.states and from_state != to_state
+        # receipt enters the initial state
+        return to_state in start.states and (from_state != to_state or kind == "receipt")
     return trigger is not None and trigger in start.triggers
 
 
