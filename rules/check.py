@@ -257,6 +257,11 @@ class _Checker:
             if fields_only and value == "severity":
                 self.add((*path, kind), "severity cannot depend on itself")
                 return None
+            if fields_only and value in BUILTIN_FIELDS:
+                # severity is computed from the record alone; a built-in would read as unset
+                self.add((*path, kind), f"severity rules read declared fields only, not the "
+                         f"built-in {value!r}", "a declared field")
+                return None
             if not self.ref((*path, kind), value, list(self.types), "field"):
                 return None
             return self.types[value]

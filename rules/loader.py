@@ -5,6 +5,7 @@ Every problem of every pass is collected and raised together as one ``RuleError`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import types
@@ -58,7 +59,13 @@ def load_rules(path: str | FilePath | None = None) -> RuleSet:
 
 
 def parse_rules(text: str, source_name: str = "<string>") -> RuleSet:
-    """Check ``text`` as a rule file; raise ``RuleError`` listing every problem."""
+    """Check ``text`` as a rule file; raise ``RuleError`` listing every problem.
+    Rule sets are immutable, so the result is cached by text and source name."""
+    return _parse_cached(text, source_name)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_cached(text: str, source_name: str) -> RuleSet:
     data, source, problems = read_yaml(text, source_name)
     if problems:
         raise RuleError(problems)

@@ -62,6 +62,7 @@ class Refusal:
     check: str
     reason: str
     problems: tuple[FieldProblem, ...] = ()
+    rule: str | None = None
 
     @property
     def rank(self) -> int:
@@ -76,6 +77,8 @@ class Refusal:
         }.get(self.check, TransitionRefused)
         if self.check == "fields":
             return MissingFields(number, trigger, state, self.reason, self.problems)
+        if self.check == "separation_of_duties":
+            return SeparationOfDuties(number, trigger, state, self.reason, self.rule)
         return cls(number, trigger, state, self.reason)
 
 
@@ -139,14 +142,15 @@ class CompiledTransition:
             for trig in rule.not_actor_of:
                 if scope.facts.last_actor.get(trig) == actor.id:
                     return Refusal("separation_of_duties",
-                                   f"{rule.id}: {actor.id!r} fired {trig!r}; {rule.reason}")
+                                   f"{rule.id}: {actor.id!r} fired {trig!r}; {rule.reason}",
+                                   rule=rule.id)
             for name in rule.not_field:
                 for values in (before, scope.fields):
                     value = values.get(name)
                     if value == actor.id or (isinstance(value, tuple) and actor.id in value):
                         return Refusal("separation_of_duties",
                                        f"{rule.id}: {actor.id!r} is named in {name!r}; "
-                                       f"{rule.reason}")
+                                       f"{rule.reason}", rule=rule.id)
         if problems and not pending_input:
             return Refusal("fields", "; ".join(str(p) for p in problems), tuple(problems))
         skip_condition = pending_input and bool(self.condition_fields & self.settable)

@@ -39,8 +39,8 @@ from complaintflow.outbox import Notification
 from complaintflow.replay import Replayed
 from complaintflow.rules.loader import load_rules, parse_rules
 from complaintflow.rules.ruleset import RuleSet
-from complaintflow.states.guards import GUARD_ORDER
 from complaintflow.scheduler import Scheduler
+from complaintflow.states.guards import GUARD_ORDER
 from complaintflow.states.machine import TriggerOption
 from complaintflow.timers import Consent
 from complaintflow.verify import Finding, VerificationReport
@@ -56,11 +56,11 @@ __all__ = [
     "CalendarError",
     "Clock",
     "CommittedEvent",
-    "Consent",
     "Complaint",
     "ComplaintflowError",
     "ConcurrentUpdate",
     "ConditionFailed",
+    "Consent",
     "Engine",
     "FieldProblem",
     "Finding",

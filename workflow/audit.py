@@ -164,7 +164,7 @@ def deep_verify(engine: Engine, *, since: datetime | None = None,
     ``since`` limits the deep part to complaints changed since then."""
     now = engine.now()
     with db.read(engine.database) as conn:
-        report = verify_all(conn)
+        report = verify_all(conn, index_fields=engine._index_fields(conn))
         last_id = 0
         while True:
             query = sa.select(C.c.id, C.c.number, C.c.state, C.c.fields).where(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,9 @@ from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["Compiled"]
 
+_CACHE: dict[str, Compiled] = {}
+_LOCK = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Compiled:
@@ -28,6 +32,15 @@ class Compiled:
 
     @classmethod
     def build(cls, rules: RuleSet) -> Compiled:
+        """The compiled form of ``rules``; shared per content hash (it is immutable)."""
+        with _LOCK:
+            found = _CACHE.get(rules.version)
+            if found is None:
+                found = _CACHE[rules.version] = cls._build(rules)
+            return found
+
+    @classmethod
+    def _build(cls, rules: RuleSet) -> Compiled:
         calendars = build_calendars(rules.definition)
         machine = ComplaintMachine(rules, calendars)
         return cls(rules, machine, FieldCodec(rules), calendars, TimerSet(rules, calendars))

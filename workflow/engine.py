@@ -211,6 +211,11 @@ class Engine:
         """The zone times are shown in."""
         return self._zone
 
+    @property
+    def clock(self) -> Clock:
+        """The injected clock."""
+        return self._clock
+
     def now(self) -> datetime:
         return now_from(self._clock)
 
@@ -807,10 +812,11 @@ class Engine:
         actor: Actor | None = None,
     ) -> Page:
         """Complaints matching every given filter, oldest first, one page at a time."""
+        problems: list[FieldProblem] = []
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInput([FieldProblem("limit", "an integer from 1 to 10000")])
+            problems.append(FieldProblem("limit", "an integer from 1 to 10000"))
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInput([FieldProblem("offset", "a non-negative integer")])
+            problems.append(FieldProblem("offset", "a non-negative integer"))
         where: list[Any] = []
         if state is not None:
             states = [state] if isinstance(state, str) else list(state)
@@ -826,12 +832,15 @@ class Engine:
             for name, moment in (("from", start), ("to", end)):
                 if moment is not None and (not isinstance(moment, datetime)
                                            or moment.tzinfo is None):
-                    raise InvalidInput([FieldProblem(f"received_between.{name}",
-                                                     "an aware datetime")])
-            if start is not None:
-                where.append(C.c.received_at >= start)
-            if end is not None:
-                where.append(C.c.received_at < end)
+                    problems.append(FieldProblem(f"received_between.{name}",
+                                                 "an aware datetime"))
+            if not problems:
+                if start is not None:
+                    where.append(C.c.received_at >= start)
+                if end is not None:
+                    where.append(C.c.received_at < end)
+        if problems:
+            raise InvalidInput(problems, context="search")
         with db.read(self._db) as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(C).where(*where)
                                  ).scalar_one()
@@ -874,7 +883,14 @@ class Engine:
 
             return deep_verify(self, since=since, progress=progress)
         with db.read(self._db) as conn:
-            return verify_all(conn, progress=progress)
+            return verify_all(conn, progress=progress, index_fields=self._index_fields(conn))
+
+    def _index_fields(self, conn: Connection) -> Callable[[str], tuple[str | None, str | None]]:
+        def fields(version: str) -> tuple[str | None, str | None]:
+            d = self.compiled(conn, version).rules.definition
+            return d.department_field, d.handler_field
+
+        return fields
 
     def replay(self, number: str, at: datetime | None = None,
                actor: Actor | None = None) -> Replayed:

@@ -159,7 +159,14 @@ class RoleNotAllowed(TransitionRefused):
 
 
 class SeparationOfDuties(TransitionRefused):
+    """``rule`` is the id of the separation rule (e.g. ``recusal``) that refused."""
+
     check = "separation_of_duties"
+
+    def __init__(self, number: str, trigger: str, state: str | None, reason: str,
+                 rule: str | None = None) -> None:
+        self.rule = rule
+        super().__init__(number, trigger, state, reason)
 
 
 class MissingFields(TransitionRefused):

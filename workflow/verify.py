@@ -61,7 +61,11 @@ class VerificationReport:
                 "findings": [f.to_json() for f in self.findings]}
 
 
-def _check_chain(row: Any, events: Sequence[Any]) -> list[Finding]:
+IndexFields = Callable[[str], tuple[str | None, str | None]]
+
+
+def _check_chain(row: Any, events: Sequence[Any],
+                 index_fields: IndexFields | None = None) -> list[Finding]:
     number = row.number
     out: list[Finding] = []
     prev = GENESIS
@@ -124,21 +128,50 @@ def _check_chain(row: Any, events: Sequence[Any]) -> list[Finding]:
                          if replayed.get(k) != json.loads(row.fields).get(k))
         out.append(Finding(number, last.seq, "fields_mismatch",
                            f"stored fields differ from history: {', '.join(changed)}"))
+    first = events[0]
+    pinned = _latest_ruleset(events)
+    if row.ruleset != pinned:
+        out.append(Finding(number, last.seq, "ruleset_mismatch",
+                           f"stored rule set {row.ruleset[:12]}, history pins {pinned[:12]}"))
+    if row.received_at != first.occurred_at:
+        out.append(Finding(number, 1, "received_mismatch",
+                           f"stored receipt {row.received_at.isoformat()}, history says "
+                           f"{first.occurred_at.isoformat()}"))
+    if index_fields is not None:
+        department_field, handler_field = index_fields(_latest_ruleset(events))
+        for column, name in (("department", department_field), ("handler", handler_field)):
+            expected: str | None = None
+            if name is not None and replayed.get(name) is not None:
+                expected = str(replayed[name])[:200]
+            if getattr(row, column) != expected:
+                out.append(Finding(number, last.seq, "index_mismatch",
+                                   f"stored {column} {getattr(row, column)!r}, history gives "
+                                   f"{expected!r}"))
     if severity is not None and row.severity != severity:
         out.append(Finding(number, last.seq, "severity_mismatch",
                            f"stored severity {row.severity!r}, history says {severity!r}"))
     return out
 
 
-def verify_all(conn: Connection,
-               progress: Callable[[int], None] | None = None) -> VerificationReport:
+def _latest_ruleset(events: Sequence[Any]) -> str:
+    """The rule set in force after the last migration (or the first event's)."""
+    current = str(events[0].ruleset)
+    for e in events:
+        if e.type == "ruleset_migrated":
+            current = str(e.ruleset)
+    return current
+
+
+def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
+               index_fields: IndexFields | None = None) -> VerificationReport:
     report = VerificationReport()
     seqs: dict[str, list[int]] = {}
     last_id = 0
     while True:
         rows = conn.execute(
             sa.select(C.c.id, C.c.number, C.c.scope, C.c.seq, C.c.state, C.c.version,
-                      C.c.severity, C.c.fields, C.c.head_seq, C.c.head_hash)
+                      C.c.severity, C.c.fields, C.c.head_seq, C.c.head_hash, C.c.ruleset,
+                      C.c.received_at, C.c.department, C.c.handler)
             .where(C.c.id > last_id).order_by(C.c.id).limit(BATCH)
         ).all()
         if not rows:
@@ -152,7 +185,7 @@ def verify_all(conn: Connection,
             by_id[ev.complaint_id].append(ev)
         for r in rows:
             seqs.setdefault(r.scope, []).append(r.seq)
-            report.findings.extend(_check_chain(r, by_id[r.id]))
+            report.findings.extend(_check_chain(r, by_id[r.id], index_fields))
             report.events += len(by_id[r.id])
         report.complaints += len(rows)
         if progress is not None:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from complaintflow import Engine
-
 from tests.support import CS, complaint_fields
 
 

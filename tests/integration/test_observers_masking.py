@@ -1,0 +1,242 @@
+"""Observers run after the commit with unmasked data and can neither undo nor block a
+transition; personal data is masked for every actor without a reader role."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from complaintflow import (
+    Actor,
+    CommittedEvent,
+    Complaint,
+    ConcurrentUpdate,
+    Engine,
+    RoleNotAllowed,
+    SimulatedClock,
+    UnknownTrigger,
+)
+from tests.support import AFTER, AUDITOR, CS, GM, QA, SALES, TOP, complaint_fields
+
+PERSONAL = ("address", "contact_person", "email", "phone")
+CLEAR = {
+    "contact_person": "张伟",
+    "phone": "13812345678",
+    "email": "zhang.wei@example.cn",
+    "address": "上海市浦东新区张江路100号",
+}
+READERS = [CS, SALES, AFTER, GM, TOP, Actor("mixed", ["quality", "customer_service"])]
+NON_READERS = [AUDITOR, QA, Actor("mgr", ["department_manager"])]
+ASSIGN = {"responsible_department": "quality", "handler": "wang.qa"}
+REPORT = {
+    "root_cause": "process",
+    "responsibility": "company",
+    "investigation_report": "绕组浸漆不良",
+}
+
+
+# -- observers ----------------------------------------------------------------------------------
+
+
+def complaint_of(item: CommittedEvent) -> Complaint:
+    """Every transition's event comes with the complaint as it now is."""
+    assert item.complaint is not None
+    return item.complaint
+
+
+def test_observers_run_after_commit(engine: Engine, db_url: str, clock: SimulatedClock) -> None:
+    seen: list[tuple[int, str, str, int]] = []
+    with Engine.open(db_url, clock=clock) as reader:
+
+        def observer(item: CommittedEvent) -> None:
+            fresh = reader.get(item.event.number, CS)
+            seen.append((item.event.seq, complaint_of(item).state, fresh.state, fresh.version))
+
+        engine.subscribe(observer)
+        c = engine.submit(complaint_fields(), CS)
+        engine.fire(c.number, "record", CS, {"readback_confirmed": True})
+        engine.fire(c.number, "confirm", CS, ASSIGN)
+    assert seen == [
+        (1, "received", "received", 1),
+        (2, "recorded", "recorded", 2),
+        (3, "confirmed", "confirmed", 3),
+    ]
+
+
+def test_observers_receive_what_was_stored_unmasked(engine: Engine) -> None:
+    got: list[CommittedEvent] = []
+    engine.subscribe(got.append)
+    submitted = engine.submit(complaint_fields(), AUDITOR)
+    assert submitted.masked == PERSONAL
+    fired = engine.fire(
+        submitted.number, "record", CS, {"readback_confirmed": True, "phone": "13900001111"}
+    )
+    assert [item.event.seq for item in got] == [1, 2]
+
+    first, second = got
+    for name, value in CLEAR.items():
+        assert complaint_of(first).fields[name] == value
+        assert first.event.payload["fields"][name] == value
+    assert complaint_of(first).masked == ()
+    assert complaint_of(second).fields["phone"] == "13900001111"
+    assert second.event.payload["set"]["phone"] == "13900001111"
+    assert complaint_of(second) == fired
+    assert [first.event, second.event] == engine.history(submitted.number, CS)
+    assert second.complaint == engine.get(submitted.number, CS)
+    assert first.event.actor_id == AUDITOR.id
+
+
+def test_a_failing_observer_is_logged_and_blocks_nothing(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    after: list[int] = []
+
+    def broken(item: CommittedEvent) -> None:
+        raise RuntimeError("mail server down")
+
+    engine.subscribe(broken)
+    engine.subscribe(lambda item: after.append(item.event.seq))
+    with caplog.at_level(logging.ERROR, logger="complaintflow"):
+        c = engine.submit(complaint_fields(), CS)
+        fired = engine.fire(c.number, "record", CS, {"readback_confirmed": True})
+    assert fired.state == "recorded"
+    assert engine.get(c.number, CS).state == "recorded"
+    assert after == [1, 2]
+    failures = [r for r in caplog.records if r.name == "complaintflow"]
+    assert len(failures) == 2
+    assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
+    assert all(c.number in r.getMessage() for r in failures)
+    assert all(isinstance(r.exc_info[1], RuntimeError) for r in failures if r.exc_info)
+    assert engine.verify().ok
+
+
+def test_unsubscribe(engine: Engine) -> None:
+    calls: list[int] = []
+    unsubscribe = engine.subscribe(lambda item: calls.append(item.event.seq))
+    c = engine.submit(complaint_fields(), CS)
+    unsubscribe()
+    unsubscribe()  # a second call is harmless
+    engine.fire(c.number, "record", CS, {"readback_confirmed": True})
+    assert calls == [1]
+
+
+def test_refused_and_replayed_requests_notify_nothing(engine: Engine) -> None:
+    c = engine.submit(complaint_fields(), CS, idempotency_key="k")
+    calls: list[CommittedEvent] = []
+    engine.subscribe(calls.append)
+    with pytest.raises(RoleNotAllowed):
+        engine.fire(c.number, "record", QA, {"readback_confirmed": True})
+    with pytest.raises(UnknownTrigger):
+        engine.fire(c.number, "teleport", CS)
+    with pytest.raises(ConcurrentUpdate):
+        engine.fire(c.number, "record", CS, {"readback_confirmed": True}, expected_version=7)
+    engine.submit(complaint_fields(), CS, idempotency_key="k")
+    assert calls == []
+
+
+# -- masking ------------------------------------------------------------------------------------
+
+
+def assert_masked(fields: Mapping[str, Any], names: tuple[str, ...] = PERSONAL) -> None:
+    for name in names:
+        shown = fields[name]
+        assert isinstance(shown, str)
+        assert shown != CLEAR[name]
+        assert "*" in shown
+    assert fields["customer_name"] == "华东机电有限公司"
+
+
+def assert_clear(fields: Mapping[str, Any]) -> None:
+    for name, value in CLEAR.items():
+        assert fields[name] == value
+
+
+def test_masked_values_are_recognisable_but_useless(engine: Engine) -> None:
+    c = engine.submit(complaint_fields(), CS)
+    shown = engine.get(c.number, AUDITOR).fields
+    assert shown["phone"] == "138****5678"
+    assert shown["email"] == "z***@example.cn"
+    assert shown["contact_person"] == "张***"
+    assert "浦东" not in shown["address"]
+
+
+@pytest.mark.parametrize("actor", [*NON_READERS, None], ids=lambda a: a.id if a else "nobody")
+def test_get_masks_personal_data(engine: Engine, actor: Actor | None) -> None:
+    c = engine.submit(complaint_fields(), CS)
+    seen = engine.get(c.number, actor)
+    assert seen.masked == PERSONAL
+    assert_masked(seen.fields)
+    assert seen.to_json()["masked"] == list(PERSONAL)
+
+
+@pytest.mark.parametrize("actor", READERS, ids=lambda a: a.id)
+def test_get_shows_personal_data_to_readers(engine: Engine, actor: Actor) -> None:
+    c = engine.submit(complaint_fields(), CS)
+    seen = engine.get(c.number, actor)
+    assert seen.masked == ()
+    assert_clear(seen.fields)
+
+
+def test_only_present_fields_are_listed_as_masked(engine: Engine) -> None:
+    c = engine.submit(complaint_fields(email=None, address=None), CS)
+    seen = engine.get(c.number, AUDITOR)
+    assert seen.masked == ("contact_person", "phone")
+    assert "email" not in seen.fields
+
+
+def test_history_masks_personal_data(engine: Engine) -> None:
+    c = engine.submit(complaint_fields(), CS)
+    engine.fire(
+        c.number, "record", CS, {"readback_confirmed": True, "phone": "13900001111", "quantity": 4}
+    )
+    for actor in (AUDITOR, QA, None):
+        submitted, recorded = engine.history(c.number, actor)
+        assert_masked(submitted.payload["fields"])
+        assert recorded.payload["set"]["phone"] == "139****1111"
+        assert recorded.payload["set"]["quantity"] == 4
+        assert recorded.payload["set"]["readback_confirmed"] is True
+    submitted, recorded = engine.history(c.number, CS)
+    assert_clear(submitted.payload["fields"])
+    assert recorded.payload["set"]["phone"] == "13900001111"
+    # masking the view does not change what was hashed
+    assert [e.hash for e in engine.history(c.number, AUDITOR)] == [submitted.hash, recorded.hash]
+
+
+def test_find_masks_personal_data(engine: Engine) -> None:
+    for _ in range(3):
+        engine.submit(complaint_fields(), CS)
+    for actor in (AUDITOR, QA, None):
+        page = engine.find(actor=actor)
+        assert page.total == 3
+        for item in page.items:
+            assert item.masked == PERSONAL
+            assert_masked(item.fields)
+    for item in engine.find(actor=CS).items:
+        assert item.masked == ()
+        assert_clear(item.fields)
+
+
+def test_results_of_submit_and_fire_are_masked_per_actor(engine: Engine) -> None:
+    by_auditor = engine.submit(complaint_fields(), AUDITOR)
+    assert by_auditor.masked == PERSONAL
+    assert_masked(by_auditor.fields)
+    by_cs = engine.submit(complaint_fields(), CS)
+    assert by_cs.masked == ()
+    assert_clear(by_cs.fields)
+
+    n = by_cs.number
+    recorded = engine.fire(n, "record", CS, {"readback_confirmed": True})
+    assert_clear(recorded.fields)
+    engine.fire(n, "confirm", CS, ASSIGN)
+    by_qa: Complaint = engine.fire(n, "submit_report", QA, REPORT, idempotency_key="rep")
+    assert by_qa.state == "investigated"
+    assert by_qa.masked == PERSONAL
+    assert_masked(by_qa.fields)
+    replayed = engine.fire(n, "submit_report", QA, REPORT, idempotency_key="rep")
+    assert replayed == by_qa
+    # the stored data was not masked
+    assert_clear(engine.get(n, CS).fields)
+    assert engine.verify().ok
