@@ -33,29 +33,58 @@ class TimerChange:
     payload: dict[str, Any]
 
 
-def replace_deadlines(conn: Connection, timer_row_id: int, complaint_id: int, due: Due,
-                      now: datetime) -> None:
+def replace_deadlines(
+    conn: Connection, timer_row_id: int, complaint_id: int, due: Due, now: datetime
+) -> None:
     """Swap the pending deadlines of one timer run for freshly derived ones. Fired rows
     stay (they are history), and so do rows already due but not yet fired: a deadline that
     passed before the change still fires (late) once; nothing fires twice."""
-    conn.execute(sa.delete(D).where(D.c.timer_id == timer_row_id, D.c.fired_at.is_(None),
-                                    D.c.due_at > now))
+    conn.execute(
+        sa.delete(D).where(D.c.timer_id == timer_row_id, D.c.fired_at.is_(None), D.c.due_at > now)
+    )
     if due.breach is None:
         return
-    fired = {(r.kind, r.idx) for r in conn.execute(
-        sa.select(D.c.kind, D.c.idx).where(D.c.timer_id == timer_row_id))}
-    rows = [{"timer_id": timer_row_id, "complaint_id": complaint_id, "kind": "warning",
-             "idx": idx, "due_at": at} for idx, at in due.warnings
-            if ("warning", idx) not in fired]
-    if ("breach", 0) not in fired:
-        rows.append({"timer_id": timer_row_id, "complaint_id": complaint_id, "kind": "breach",
-                     "idx": 0, "due_at": due.breach})
+    fired = {
+        (r.kind, r.idx)
+        for r in conn.execute(sa.select(D.c.kind, D.c.idx).where(D.c.timer_id == timer_row_id))
+    }
+    rows = _deadline_rows(timer_row_id, complaint_id, due, fired)
     if rows:
         conn.execute(sa.insert(D), rows)
 
 
-def _starts(timer: CompiledTimer, kind: str, trigger: str | None, from_state: str | None,
-            to_state: str) -> bool:
+def _deadline_rows(
+    timer_row_id: int, complaint_id: int, due: Due, existing: set[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    if due.breach is None:
+        return []
+    rows = [
+        {
+            "timer_id": timer_row_id,
+            "complaint_id": complaint_id,
+            "kind": "warning",
+            "idx": idx,
+            "due_at": at,
+        }
+        for idx, at in due.warnings
+        if ("warning", idx) not in existing
+    ]
+    if ("breach", 0) not in existing:
+        rows.append(
+            {
+                "timer_id": timer_row_id,
+                "complaint_id": complaint_id,
+                "kind": "breach",
+                "idx": 0,
+                "due_at": due.breach,
+            }
+        )
+    return rows
+
+
+def _starts(
+    timer: CompiledTimer, kind: str, trigger: str | None, from_state: str | None, to_state: str
+) -> bool:
     start = timer.definition.start
     if start.on == "receipt":
         return kind == "receipt"
@@ -94,12 +123,15 @@ def on_event(
         if timer is None:
             continue
         ledger = Ledger.from_text(row.ledger)
-        if kind == "transition" and (to_state in timer.definition.stop
-                                     or trigger in timer.definition.stop_triggers):
-            conn.execute(sa.delete(D).where(D.c.timer_id == row.id, D.c.fired_at.is_(None),
-                                            D.c.due_at > now))
-            conn.execute(sa.update(T).where(T.c.id == row.id)
-                         .values(status="stopped", stopped_at=now))
+        if kind == "transition" and (
+            to_state in timer.definition.stop or trigger in timer.definition.stop_triggers
+        ):
+            conn.execute(
+                sa.delete(D).where(D.c.timer_id == row.id, D.c.fired_at.is_(None), D.c.due_at > now)
+            )
+            conn.execute(
+                sa.update(T).where(T.c.id == row.id).values(status="stopped", stopped_at=now)
+            )
             changes.append(TimerChange("stopped", {"timer": name, "run": row.run}))
             continue
         touched: list[str] = []
@@ -114,15 +146,25 @@ def on_event(
             ledger.unit, ledger.amount = unit, amount
             touched.append("rederived")
         if touched:
-            due = compiled.timers.derive(timer, ledger,
-                                         calendars(ledger.calendar, ledger.calendar_version))
-            conn.execute(sa.update(T).where(T.c.id == row.id).values(
-                status="paused" if ledger.paused else "running", ledger=ledger.to_text(),
-                due_at=due.breach, provisional=due.provisional))
+            due = compiled.timers.derive(
+                timer, ledger, calendars(ledger.calendar, ledger.calendar_version)
+            )
+            conn.execute(
+                sa.update(T)
+                .where(T.c.id == row.id)
+                .values(
+                    status="paused" if ledger.paused else "running",
+                    ledger=ledger.to_text(),
+                    due_at=due.breach,
+                    provisional=due.provisional,
+                )
+            )
             replace_deadlines(conn, row.id, complaint_id, due, now)
             for what in touched:
-                changes.append(TimerChange(what, {**timer_payload(timer, ledger, due),
-                                                  "run": row.run}))
+                changes.append(
+                    TimerChange(what, {**timer_payload(timer, ledger, due), "run": row.run})
+                )
+    starting: list[tuple[CompiledTimer, Ledger, Due, int]] = []
     for timer in compiled.timers.timers:
         if timer.id in active or not _starts(timer, kind, trigger, from_state, to_state):
             continue
@@ -133,16 +175,39 @@ def on_event(
         ledger = compiled.timers.new_ledger(timer, scope, now)
         if to_state in timer.definition.pause:
             ledger.pause(now, f"state:{to_state}")
-        due = compiled.timers.derive(timer, ledger,
-                                     calendars(ledger.calendar, ledger.calendar_version))
-        run = last_run.get(timer.id, 0) + 1
-        timer_row_id = conn.execute(sa.insert(T).values(
-            complaint_id=complaint_id, timer=timer.id, run=run,
-            status="paused" if ledger.paused else "running", ledger=ledger.to_text(),
-            due_at=due.breach, provisional=due.provisional, warned=0,
-        ).returning(T.c.id)).scalar_one()
-        replace_deadlines(conn, timer_row_id, complaint_id, due, now)
-        changes.append(TimerChange("started", {**timer_payload(timer, ledger, due), "run": run}))
+        due = compiled.timers.derive(
+            timer, ledger, calendars(ledger.calendar, ledger.calendar_version)
+        )
+        starting.append((timer, ledger, due, last_run.get(timer.id, 0) + 1))
+    if starting:
+        ids = (
+            conn.execute(
+                sa.insert(T).returning(T.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "complaint_id": complaint_id,
+                        "timer": timer.id,
+                        "run": run,
+                        "status": "paused" if ledger.paused else "running",
+                        "ledger": ledger.to_text(),
+                        "due_at": due.breach,
+                        "provisional": due.provisional,
+                        "warned": 0,
+                    }
+                    for timer, ledger, due, run in starting
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        deadlines = []
+        for timer_row_id, (timer, ledger, due, run) in zip(ids, starting, strict=True):
+            deadlines.extend(_deadline_rows(timer_row_id, complaint_id, due, set()))
+            changes.append(
+                TimerChange("started", {**timer_payload(timer, ledger, due), "run": run})
+            )
+        if deadlines:
+            conn.execute(sa.insert(D), deadlines)
     return changes
 
 

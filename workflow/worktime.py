@@ -21,6 +21,9 @@ Which dates are working dates, and with which hours
    days), so ``beyond="error"`` raises :class:`NoOfficialData`, ``beyond="provisional"``
    computes with rule 3 (weekly hours, overrides still apply) and flags results
    ``provisional``. Only consulted when a country is set; override dates never need it.
+   Dates are looked up lazily, so the error comes only if an answer needs such a date. A
+   result is provisional if any date from the day before the start through the date of
+   the result was computed this way.
 
 Intervals and time zones
 ------------------------
@@ -226,13 +229,10 @@ class CalendarSpec:
             yield SpecProblem(
                 "timezone", "unknown_timezone", f"unknown time zone {self.timezone!r}"
             )
-        if self.country is not None:
-            try:
-                holidays.country_holidays(self.country)
-            except NotImplementedError:
-                yield SpecProblem(
-                    "country", "unknown_country", f"no holiday data for country {self.country!r}"
-                )
+        if self.country is not None and not _known_country(self.country):
+            yield SpecProblem(
+                "country", "unknown_country", f"no holiday data for country {self.country!r}"
+            )
         if self.beyond not in ("error", "provisional"):
             msg = f"beyond must be 'error' or 'provisional', not {self.beyond!r}"
             yield SpecProblem("beyond", "bad_policy", msg)
@@ -291,6 +291,15 @@ def _interval_problems(path: str, intervals: Sequence[WorkInterval]) -> Iterator
 
 
 # --- country data ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _known_country(country: str) -> bool:
+    try:
+        holidays.country_holidays(country)
+    except NotImplementedError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=128)
@@ -419,7 +428,7 @@ class WorkingCalendar:
             day = self._day(d)
             provisional = provisional or day.provisional
             if day.intervals:
-                counted, idle = counted + 2, 0
+                counted, idle = counted + 1, 0
             else:
                 idle += 1
                 if idle > MAX_IDLE_DAYS:
