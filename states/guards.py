@@ -176,6 +176,6 @@ def compile_transition(index: int, t: TransitionDef, rules: RuleSet) -> Compiled
         condition=compile_condition(t.condition, rules) if t.condition is not None else None,
         condition_fields=fields_read(t.condition),
         approval_when=compile_condition(when, rules) if when is not None else None,
-        settable=frozenset(t.fields) | frozenset(t.requires),
+        settable=frozenset(t.fields),  # requires only demands a value; it grants nothing
     )
 

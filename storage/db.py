@@ -60,7 +60,9 @@ def connect(url: str | URL, **kwargs: Any) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+        # no pool_pre_ping: it costs a round trip per transaction; stale connections are
+        # recycled instead (a dropped connection fails one call as a StorageError)
+        return sa.create_engine(parsed, pool_recycle=1800, **kwargs)
     raise StorageError(f"unsupported database {parsed.get_backend_name()!r}; "
                        "use sqlite:///FILE or postgresql://...")
 

@@ -379,8 +379,9 @@ class Engine:
         severity = compiled.machine.severity(values, None)
         now = self.now()
         stored = {k: to_json(v) for k, v in values.items()}
-        fingerprint = _fingerprint(op="submit", fields=stored, actor=actor.id,
-                                   roles=actor.roles, department=actor.department)
+        fingerprint = "" if idempotency_key is None else _fingerprint(
+            op="submit", fields=stored, actor=actor.id, roles=actor.roles,
+            department=actor.department)
         with db.write(self._db) as conn:
             earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
             if earlier is not None:
@@ -440,9 +441,9 @@ class Engine:
             isinstance(expected_version, bool) or not isinstance(expected_version, int)
         ):
             raise InvalidInput([FieldProblem("expected_version", "an integer")])
-        fingerprint = _fingerprint(op="fire", number=number, trigger=trigger, actor=actor.id,
-                                   roles=actor.roles, department=actor.department, data=data,
-                                   expected=expected_version, comment=comment)
+        fingerprint = "" if idempotency_key is None else _fingerprint(
+            op="fire", number=number, trigger=trigger, actor=actor.id, roles=actor.roles,
+            department=actor.department, data=data, expected=expected_version, comment=comment)
         now = self.now()
         with db.write(self._db, number) as conn:
             row = conn.execute(sa.select(C).where(C.c.number == number)).first()
