@@ -175,6 +175,9 @@ class Deadline(Base):
         Index("ix_deadlines_pending_due", "due_at",
               sqlite_where=sa_text("fired_at IS NULL"),
               postgresql_where=sa_text("fired_at IS NULL")),
+        Index("ix_deadlines_pending_complaint", "complaint_id", "due_at",
+              sqlite_where=sa_text("fired_at IS NULL"),
+              postgresql_where=sa_text("fired_at IS NULL")),
     )
 
 

@@ -33,6 +33,7 @@ from complaintflow.actor import Actor
 from complaintflow.engine import CommittedEvent, Engine, build_event, insert_ignore
 from complaintflow.errors import TransitionRefused
 from complaintflow.rules.model import ReviewDef
+from complaintflow.states.conditions import Facts
 from complaintflow.storage import db
 from complaintflow.storage.hashing import canonical, iso
 from complaintflow.storage.tables import complaints as C
@@ -130,6 +131,18 @@ class Scheduler:
             if postgres:
                 cquery = cquery.with_for_update()  # in id order: no deadlock between workers
             complaints = {r.id: dict(r._mapping) for r in conn.execute(cquery)}
+            # Due order within a complaint: a claimed deadline waits while an earlier one
+            # of the same complaint is pending outside this batch (held by another worker).
+            mine = [d.id for d in claimed]
+            earliest = dict(conn.execute(
+                sa.select(D.c.complaint_id, sa.func.min(D.c.due_at))
+                .where(D.c.complaint_id.in_(ids), D.c.fired_at.is_(None),
+                       D.c.id.not_in(mine))
+                .group_by(D.c.complaint_id)).all())
+            claimed = [d for d in claimed if d.complaint_id not in earliest
+                       or d.due_at <= earliest[d.complaint_id]]
+            if not claimed:
+                return report
             timers = {r.id: r for r in conn.execute(
                 sa.select(T).where(T.c.id.in_({d.timer_id for d in claimed})))}
             events: list[dict[str, Any]] = []
@@ -215,12 +228,20 @@ class Scheduler:
                   "b_severity": c["severity"], "b_floor": c["severity_floor"],
                   "b_escalated": c["escalated_to"]} for c in (complaints[i] for i in touched)],
             )
-            for timer_id, values in timer_updates.items():
-                conn.execute(sa.update(T).where(T.c.id == timer_id).values(**values))
+            if timer_updates:
+                conn.execute(
+                    sa.update(T).where(T.c.id == sa.bindparam("b_id")).values(
+                        warned=sa.bindparam("b_warned"),
+                        breached_at=sa.func.coalesce(sa.bindparam("b_breached"),
+                                                     T.c.breached_at)),
+                    [{"b_id": tid, "b_warned": v["warned"], "b_breached": v.get("breached_at")}
+                     for tid, v in timer_updates.items()])
             if notes:
                 conn.execute(sa.insert(O), notes)
             for complaint_id in raised:
-                report.events.extend(self._rederive(conn, complaints[complaint_id], now))
+                compiled = engine.compiled(conn, complaints[complaint_id]["ruleset"])
+                if compiled.timers.severity_sensitive:
+                    report.events.extend(self._rederive(conn, complaints[complaint_id], now))
             for complaint_id, trigger, timer_name in fires:
                 report.events.extend(self._fire_action(conn, complaint_id, trigger, timer_name,
                                                        now))
@@ -239,7 +260,7 @@ class Scheduler:
         changes = sla.on_event(
             conn, compiled, engine.calendar_lookup(conn), row.id, kind="severity",
             trigger=None, from_state=row.state, to_state=row.state,
-            scope=compiled.scope(fields, SYSTEM, engine.facts(conn, row.id), now), now=now)
+            scope=compiled.scope(fields, SYSTEM, Facts(), now), now=now)
         if not changes:
             return []
         event = engine.append_event(conn, row, type="timers_rederived", actor=SYSTEM, now=now,

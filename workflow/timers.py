@@ -30,7 +30,7 @@ from complaintflow.errors import FieldProblem, InvalidInput
 from complaintflow.rules.model import TimerDef
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.timing import calendar_minutes, duration_of
-from complaintflow.states.conditions import Predicate, Scope, compile_condition
+from complaintflow.states.conditions import Predicate, Scope, compile_condition, fields_read
 from complaintflow.storage.hashing import iso
 from complaintflow.worktime import WorkingCalendar
 
@@ -155,6 +155,10 @@ class TimerSet:
             ))
         self.timers: tuple[CompiledTimer, ...] = tuple(compiled)
         self.by_id = {t.id: t for t in self.timers}
+        #: a raised severity can change some clock's budget (variants read severity)
+        self.severity_sensitive = any(
+            "severity" in fields_read(v.when) for t in rules.definition.timers
+            for v in t.variants)
 
     def calendar_of(self, timer: CompiledTimer) -> WorkingCalendar | None:
         name = timer.definition.calendar or self.default_calendar

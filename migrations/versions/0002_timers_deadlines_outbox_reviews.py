@@ -122,6 +122,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deadlines", schema=None) as batch_op:
         batch_op.create_index(
+            "ix_deadlines_pending_complaint",
+            ["complaint_id", "due_at"],
+            unique=False,
+            sqlite_where=sa.text("fired_at IS NULL"),
+            postgresql_where=sa.text("fired_at IS NULL"),
+        )
+        batch_op.create_index(
             "ix_deadlines_pending_due",
             ["due_at"],
             unique=False,
@@ -141,6 +148,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("deadlines", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deadlines_timer_id"))
+        batch_op.drop_index("ix_deadlines_pending_complaint")
         batch_op.drop_index(
             "ix_deadlines_pending_due",
             sqlite_where=sa.text("fired_at IS NULL"),
