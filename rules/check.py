@@ -284,6 +284,11 @@ class _Checker:
         return ValueType("string") if kind == "last_actor_of" else ValueType("integer")
 
     def compare(self, path: Path, cmp: Compare, fields_only: bool) -> None:
+        if cmp.elapsed_since is None:
+            for key, unused in (("unit", cmp.unit != "days"), ("calendar", cmp.calendar)):
+                if unused:
+                    self.add((*path, key), f"{key!r} only applies to elapsed_since",
+                             "elapsed_since, or remove the key")
         subject = self.subject_type(path, cmp, fields_only)
         ops = [op for op in OPERATORS if getattr(cmp, "in_" if op == "in" else op) is not None]
         if len(ops) != 1:

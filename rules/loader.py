@@ -326,7 +326,15 @@ def _structural_problems(exc: ValidationError, source: SourceMap) -> list[RulePr
             elif kind == "missing":
                 expected = "this key"
             elif kind == "string_pattern_mismatch":
-                expected = "a lower-case identifier such as 'claimed_amount'"
+                pattern = str(err.get("ctx", {}).get("pattern", ""))
+                if pattern.startswith("^[a-z]"):
+                    expected = "a lower-case identifier such as 'claimed_amount'"
+                elif "-" in pattern and ":" in pattern:
+                    expected = "an interval such as '08:30-12:00' (24-hour clock)"
+                elif ":" in pattern:
+                    expected = "a time such as '09:00' (24-hour clock)"
+                else:
+                    expected = f"text matching {pattern}"
             message = err["msg"] if kind == "missing" else f"{err['msg']} (got {shown})"
             problem = source.problem(item.path, message, expected=expected,
                                      suggestion=suggestion)
