@@ -140,13 +140,13 @@ def _check_chain(row: Any, events: Sequence[Any],
     if index_fields is not None:
         department_field, handler_field = index_fields(_latest_ruleset(events))
         for column, name in (("department", department_field), ("handler", handler_field)):
-            expected: str | None = None
+            indexed: str | None = None
             if name is not None and replayed.get(name) is not None:
-                expected = str(replayed[name])[:200]
-            if getattr(row, column) != expected:
+                indexed = str(replayed[name])[:200]
+            if getattr(row, column) != indexed:
                 out.append(Finding(number, last.seq, "index_mismatch",
                                    f"stored {column} {getattr(row, column)!r}, history gives "
-                                   f"{expected!r}"))
+                                   f"{indexed!r}"))
     if severity is not None and row.severity != severity:
         out.append(Finding(number, last.seq, "severity_mismatch",
                            f"stored severity {row.severity!r}, history says {severity!r}"))
