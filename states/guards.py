@@ -109,7 +109,11 @@ class CompiledTransition:
             elif name not in self.settable:
                 problems.append(FieldProblem(name, f"{self.trigger!r} may not set this field"))
             elif raw is None:
-                updated[name] = None
+                if field.required:
+                    problems.append(FieldProblem(name, "required on the complaint form: it "
+                                                 "can be changed but not cleared"))
+                else:
+                    updated[name] = None
             else:
                 try:
                     updated[name] = check_field(field, raw)
