@@ -174,7 +174,9 @@ class Engine:
         try:
             with db.write(sa_engine) as conn:
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
+                    # serialise schema upgrades per schema, not database-wide
+                    conn.exec_driver_sql(
+                        "SELECT pg_advisory_xact_lock(727001, hashtext(current_schema()))")
                 from alembic import command
 
                 command.upgrade(db.alembic_config(conn), "head")
