@@ -55,6 +55,7 @@ from complaintflow import (
     UnknownTrigger,
     load_rules,
 )
+from complaintflow.rules.values import to_json
 from tests.conftest import new_pg_schema_url
 from tests.support import complaint_fields
 
@@ -877,6 +878,11 @@ class EngineVsModel(RuleBasedStateMachine):
                 (ev.trigger, ev.actor_id, ev.from_state, ev.to_state) for ev in history
             ] == m.events
             assert [ev.occurred_at for ev in history] == m.times
+            # replay (history and pinned rules only) equals the live complaint
+            replayed = self.engine.replay(number, actor=READER)
+            assert (replayed.state, replayed.version, replayed.severity) == (
+                c.state, c.version, c.severity)
+            assert replayed.fields == {k: to_json(v) for k, v in c.fields.items()}
         if numbers is self.model:
             assert self.engine.find(limit=10).total == len(self.model)
         if not verify:
