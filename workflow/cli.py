@@ -8,14 +8,19 @@ exit code 1; click's usage errors keep exit code 2.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
+import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from types import FrameType
+from typing import Any, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
@@ -25,17 +30,33 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from complaintflow import audit, migrate
 from complaintflow.actor import Actor
-from complaintflow.demo import REFUSAL_KINDS, is_demo_database, open_demo_engine, run_demo
+from complaintflow.demo import (
+    DOWNTIME,
+    REFUSAL_KINDS,
+    SCHEDULER_POLL,
+    DemoSummary,
+    is_demo_database,
+    open_demo_engine,
+    run_demo,
+)
 from complaintflow.engine import Engine
 from complaintflow.errors import ComplaintflowError, InvalidInput, MissingFields, RuleError
+from complaintflow.export import check_export, export_events, open_destination
+from complaintflow.migrate import MigrationItem, MigrationRefused
+from complaintflow.outbox import Notification
+from complaintflow.replay import Replayed, ReplayedTimer
 from complaintflow.rules.check import did_you_mean
 from complaintflow.rules.loader import default_rules_text, json_schema, load_rules
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import to_json
+from complaintflow.scheduler import Scheduler, TickReport
 from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
-from complaintflow.views import Complaint, HistoryEvent
+from complaintflow.timeline import render_timeline
+from complaintflow.timers import Consent
+from complaintflow.views import Complaint, HistoryEvent, TimerView
 
 __all__ = ["main"]
 
@@ -82,6 +103,13 @@ def error_text(exc: BaseException) -> str:
     """One line, or a head line and one indented line per problem."""
     if isinstance(exc, RuleError):
         return str(exc)
+    if isinstance(exc, MigrationRefused):
+        count = len(exc.items)
+        head = (
+            f"migration refused, nothing changed: {count} "
+            f"complaint{'s' if count != 1 else ''} cannot move:"
+        )
+        return head + "\n" + "\n".join(f"  {i.number}: {'; '.join(i.problems)}" for i in exc.items)
     if isinstance(exc, InvalidInput) and exc.problems:
         return f"invalid {exc.context}:\n" + "\n".join(f"  {p}" for p in exc.problems)
     if isinstance(exc, MissingFields) and exc.problems:
@@ -240,6 +268,130 @@ def _progress(console: Console) -> Progress:
         console=console,
         transient=False,
     )
+
+
+def _short(moment: datetime | None, zone: ZoneInfo) -> str:
+    """A compact local time for tables: ``2026-03-02 09:00``."""
+    if moment is None:
+        return ""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def _span(delta: timedelta | None, working: bool = False) -> str:
+    """``3h 20m`` (working time: hours only, a working day is not 24 hours), ``2d 3h 20m``
+    (elapsed time), ``overdue 1h 05m`` when negative."""
+    if delta is None:
+        return ""
+    seconds = int(delta.total_seconds())
+    prefix = "overdue " if seconds < 0 else ""
+    minutes = abs(seconds) // 60
+    hours, minutes = divmod(minutes, 60)
+    if working:
+        return f"{prefix}{hours}h {minutes:02d}m working"
+    if hours == 0:
+        return f"{prefix}{minutes}m"
+    if hours < 24:
+        return f"{prefix}{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{prefix}{days}d {hours}h {minutes:02d}m"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else ""
+
+
+def _parse_iso(raw: str | None) -> datetime | None:
+    """``raw`` as an ISO 8601 instant (a naive one is completed with the rule set's zone by
+    ``_aware``), or ``None`` if it is not one."""
+    try:
+        return datetime.fromisoformat(raw.strip().replace("Z", "+00:00")) if raw else None
+    except ValueError:
+        return None
+
+
+def parse_time(raw: str | None, option: str) -> datetime | None:
+    """Check an ISO time option before anything else happens; exit 1 with a clear message."""
+    if raw is None:
+        return None
+    moment = _parse_iso(raw)
+    if moment is None:
+        raise CommandFailed(
+            f"{option}: {raw!r} is not an ISO 8601 time; give e.g. 2026-03-03T10:00+08:00, "
+            "or 2026-03-03T10:00 or 2026-03-03 in the rule set's time zone"
+        )
+    return moment
+
+
+def _aware(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=zone)
+
+
+def _local_text(value: Any, zone: ZoneInfo) -> Any:
+    """An ISO text (as JSON documents carry instants) in local time; anything else as is."""
+    if not isinstance(value, str):
+        return value
+    moment = _parse_iso(value)
+    if moment is None or moment.tzinfo is None:
+        return value
+    return _local(moment, zone)
+
+
+def _localise(doc: dict[str, Any], keys: Iterable[str], zone: ZoneInfo) -> dict[str, Any]:
+    for key in keys:
+        if key in doc:
+            doc[key] = _local_text(doc[key], zone)
+    return doc
+
+
+TIMER_TIMES = ("started_at", "due_at", "breached_at", "stopped_at", "paused_since")
+
+
+def _timer_json(view: TimerView, zone: ZoneInfo, number: str | None = None) -> dict[str, Any]:
+    doc = view.to_json()
+    _localise(doc, TIMER_TIMES, zone)
+    return {"number": number, **doc} if number is not None else doc
+
+
+def _timer_label(rules: RuleSet, timer: str) -> str:
+    found = next((t for t in rules.definition.timers if t.id == timer), None)
+    return f"{timer} {found.label.zh}" if found is not None else timer
+
+
+def _amount(amount: Any, unit: str) -> str:
+    """``1 working day``, ``30 minutes``."""
+    words = unit.replace("_", " ")
+    if str(amount) == "1" and words.endswith("s"):
+        words = words[:-1]
+    return f"{amount} {words}"
+
+
+def _budget(view: TimerView) -> str:
+    extended = sum(int(e.get("amount", 0)) for e in view.extensions)
+    text = _amount(view.budget - extended, view.unit)
+    return text + (f" +{extended} extended" if extended else "")
+
+
+class _Counting:
+    """A text stream that counts rows written (one ``write`` per row, after ``skip`` header
+    writes) for a progress bar."""
+
+    def __init__(self, target: TextIO, step: Callable[[], None], skip: int = 0) -> None:
+        self.target = target
+        self.step = step
+        self.skip = skip
+
+    def write(self, text: str) -> int:
+        if self.skip:
+            self.skip -= 1
+        else:
+            self.step()
+        return self.target.write(text)
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -713,7 +865,11 @@ def history(
                 Text(_local(e.occurred_at, zone) or ""),
                 Text(who),
                 Text(e.trigger or e.type),
-                Text(f"{_state(rules, e.from_state)} → {_state(rules, e.to_state)}"),
+                Text(
+                    f"{_state(rules, e.from_state)} → {_state(rules, e.to_state)}"
+                    if e.from_state != e.to_state
+                    else _state(rules, e.to_state)
+                ),
                 Text(_fields_set(e)),
                 Text(e.hash[:12]),
             )
@@ -815,7 +971,7 @@ def list_(
 
 @main.group("rules")
 def rules_group() -> None:
-    """Check rule files, print their JSON Schema."""
+    """Check rule files; list, show, compare and migrate to stored rule-set versions."""
 
 
 @rules_group.command("check")
@@ -897,25 +1053,227 @@ def rules_schema(ctx: click.Context, output: Path | None) -> None:
         click.echo(f"wrote {output}", err=True)
 
 
+@rules_group.command("list")
+@click.pass_context
+def rules_list(ctx: click.Context) -> None:
+    """Every rule-set version stored in the database, with how many complaints use it."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        infos = audit.rulesets(engine)
+        current = engine.rules.version
+        zone = _zone(engine)
+    doc = {
+        "current": current,
+        "rulesets": [
+            {**_localise(info.to_json(), ("loaded_at",), zone), "current": info.hash == current}
+            for info in infos
+        ],
+    }
+
+    def human(out: Console) -> None:
+        table = Table(title=f"rule sets (times in {zone})", title_justify="left")
+        for name in ("hash", "", "name", "source", "loaded", "loaded by", "complaints"):
+            table.add_column(
+                name, overflow="fold", justify="right" if name == "complaints" else "left"
+            )
+        for info in infos:
+            table.add_row(
+                Text(info.hash[:12]),
+                Text("current" if info.hash == current else "", style="green"),
+                Text(info.name),
+                Text(info.source),
+                Text(_short(info.loaded_at, zone)),
+                Text(info.loaded_by or ""),
+                str(info.complaints),
+            )
+        out.print(table)
+
+    _emit(settings, doc, human)
+
+
+@rules_group.command("show")
+@click.argument("hash_prefix", metavar="HASH")
+@click.pass_context
+def rules_show(ctx: click.Context, hash_prefix: str) -> None:
+    """Print the stored text of a rule-set version (HASH: at least 6 characters)."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        full, text = audit.ruleset_text(engine, hash_prefix)
+    if settings.json:
+        click.echo(_dumps({"hash": full, "text": text}))
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@rules_group.command("diff")
+@click.argument("first", metavar="HASH")
+@click.argument("second", metavar="HASH")
+@click.pass_context
+def rules_diff(ctx: click.Context, first: str, second: str) -> None:
+    """A unified diff of two stored rule-set versions."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        a, _ = audit.ruleset_text(engine, first)
+        b, _ = audit.ruleset_text(engine, second)
+        diff = audit.ruleset_diff(engine, a, b)
+    if settings.json:
+        click.echo(_dumps({"a": a, "b": b, "diff": diff}))
+    elif diff:
+        click.echo(diff, nl=not diff.endswith("\n"))
+    else:
+        click.echo(f"{a[:12]} and {b[:12]}: no differences", err=True)
+
+
+def _state_map(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        old, sep, new = (part.strip() for part in item.partition("="))
+        if not sep or not old or not new:
+            raise click.BadParameter(f"{item!r} is not OLD=NEW", param_hint="--map")
+        out[old] = new
+    return out
+
+
+def _migration_table(items: Sequence[MigrationItem], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in (
+        "number",
+        "state → target",
+        "ok",
+        "newly required",
+        "dropped fields",
+        "timers added",
+        "removed",
+        "re-derived",
+    ):
+        table.add_column(name, overflow="fold")
+    for item in items:
+        table.add_row(
+            Text(item.number),
+            Text(f"{item.state} → {item.target_state}"),
+            Text("ok", style="green") if item.ok else Text("; ".join(item.problems), style="red"),
+            Text(", ".join(item.newly_required)),
+            Text(", ".join(item.dropped_fields)),
+            Text(", ".join(item.timers_added)),
+            Text(", ".join(item.timers_removed)),
+            Text(", ".join(item.timers_rederived)),
+        )
+    return table
+
+
+@rules_group.command("migrate")
+@click.option(
+    "--to", "target", required=True, metavar="HASH", help="The rule-set version to move to."
+)
+@click.option("--dry-run", is_flag=True, help="Only report what would change (exit 1 if refused).")
+@click.option(
+    "--state", "states", multiple=True, metavar="S", help="Only complaints in S; repeatable."
+)
+@click.option(
+    "--number", "numbers", multiple=True, metavar="N", help="Only complaint N; repeatable."
+)
+@click.option(
+    "--map",
+    "mappings",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Move complaints in state OLD to state NEW of the target; repeatable.",
+)
+@actor_options
+@click.pass_context
+def rules_migrate(
+    ctx: click.Context,
+    target: str,
+    dry_run: bool,
+    states: tuple[str, ...],
+    numbers: tuple[str, ...],
+    mappings: tuple[str, ...],
+    actor_id: str | None,
+    roles: tuple[str, ...],
+    department: str | None,
+) -> None:
+    """Move open complaints to another stored rule-set version, all or nothing: one
+    history event per complaint; refused (exit 1, nothing changed) if any complaint cannot
+    move safely."""
+    settings = _settings(ctx)
+    state_map = _state_map(mappings)
+    actor = make_actor(actor_id, roles, department, required=not dry_run)
+    with open_engine(settings) as engine:
+        full, _ = audit.ruleset_text(engine, target)
+        selection: dict[str, Any] = {
+            "states": list(states) or None,
+            "numbers": list(numbers) or None,
+            "state_map": state_map,
+        }
+        if dry_run:
+            items = migrate.plan(engine, full, **selection)
+        else:
+            assert actor is not None
+            items = migrate.apply(engine, full, actor, **selection)
+    ok = all(item.ok for item in items)
+    doc = {"to": full, "dry_run": dry_run, "ok": ok, "items": [i.to_json() for i in items]}
+
+    def human(out: Console) -> None:
+        if not items:
+            out.print(Text(f"no open complaint to move to {full[:12]}"))
+            return
+        verb = "would move" if dry_run else "moved"
+        out.print(_migration_table(items, f"{verb} to {full[:12]}"))
+        refused = [i.number for i in items if not i.ok]
+        if refused:
+            out.print(
+                Text(
+                    f"refused: {len(refused)} of {_plural(len(items), 'complaint')} cannot move "
+                    "(map their states with --map OLD=NEW or leave them out)",
+                    style="bold red",
+                )
+            )
+        else:
+            out.print(Text(f"{len(items)} complaint{'s' if len(items) != 1 else ''} {verb}"))
+
+    _emit(settings, doc, human)
+    if not ok:
+        ctx.exit(1)
+
+
 # -- audit ----------------------------------------------------------------------------------
 
 
 @main.group("audit")
 def audit_group() -> None:
-    """Check the stored history."""
+    """Verify, replay and export the stored history."""
 
 
 @audit_group.command("verify")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also re-check every step under its rule version, and the clocks.",
+)
+@click.option(
+    "--since",
+    metavar="ISO",
+    help="With --deep: only complaints changed since then (naive: the rules' time zone).",
+)
 @click.pass_context
-def audit_verify(ctx: click.Context) -> None:
-    """Recompute every hash chain and compare each complaint with its history
-    (exit 1 on any finding)."""
+def audit_verify(ctx: click.Context, deep: bool, since: str | None) -> None:
+    """Recompute every hash chain and compare each complaint with its history; with --deep
+    re-run every transition through the guards of its rule version and check warnings and
+    breaches against the clocks (exit 1 on any finding)."""
     settings = _settings(ctx)
+    moment = parse_time(since, "--since")
+    if moment is not None and not deep:
+        raise click.BadParameter("--since limits the deep checks; add --deep", param_hint="--since")
     with open_engine(settings) as engine:
-        total = engine.find(limit=1).total
+        total = engine.find(limit=1).total if moment is None else None
         with _progress(_err()) as bar:
-            task = bar.add_task("verifying", total=total)
-            report = engine.verify(progress=lambda n: bar.advance(task, n))
+            task = bar.add_task("verifying deeply" if deep else "verifying", total=total)
+            report = engine.verify(
+                deep=deep,
+                since=_aware(moment, _zone(engine)),
+                progress=lambda n: bar.advance(task, n),
+            )
+    doc = {**report.to_json(), "deep": deep}
 
     def human(out: Console) -> None:
         count = len(report.findings)
@@ -933,16 +1291,955 @@ def audit_verify(ctx: click.Context) -> None:
                 )
             out.print(table)
         verdict = "ok" if report.ok else found
+        how = " (deep)" if deep else ""
         out.print(
-            Text(f"verified {report.complaints} complaints, {report.events} events: {verdict}")
+            Text(f"verified {report.complaints} complaints, {report.events} events{how}: {verdict}")
         )
 
-    _emit(settings, report.to_json(), human)
+    _emit(settings, doc, human)
     if not report.ok:
         ctx.exit(1)
 
 
+def _approval_triggers(rules: RuleSet) -> frozenset[str]:
+    """Triggers other transitions wait for (the GM's approval, top management's signature)."""
+    return frozenset(t.approval.by for t in rules.transitions if t.approval is not None)
+
+
+def _timer_names(items: Iterable[Mapping[str, Any]]) -> str:
+    return ", ".join(str(item.get("timer")) for item in items)
+
+
+def _clock_text(event: HistoryEvent, zone: ZoneInfo) -> str:
+    """What an event did to the clocks, in one line."""
+    p = event.payload
+    parts: list[str] = []
+    for kind, items in (p.get("timers") or {}).items():
+        if kind in ("started", "rederived", "resumed"):
+            shown = ", ".join(
+                f"{i.get('timer')} (due {_short(_parse_iso(i.get('due_at')), zone) or '-'})"
+                for i in items
+            )
+        else:
+            shown = _timer_names(items)
+        parts.append(f"{kind} {shown}")
+    due = _short(_parse_iso(p.get("due_at")), zone)
+    if event.type in ("timer_warning", "timer_breached"):
+        late = timedelta(seconds=float(p.get("lateness_seconds") or 0))
+        what = "warning" if event.type == "timer_warning" else "BREACH"
+        text = f"{what} {p.get('timer')} (due {due}"
+        text += f", fired {_span(late)} late)" if late >= timedelta(minutes=1) else ")"
+        actions = p.get("actions") or {}
+        if actions.get("raise_severity"):
+            text += f"; severity raised to {actions['raise_severity']}"
+        if actions.get("reassign"):
+            text += f"; reassigned to {actions['reassign']}"
+        if actions.get("notify"):
+            text += f"; notified {', '.join(actions['notify'])}"
+        parts.append(text)
+    elif event.type == "timer_extended":
+        parts.append(
+            f"extended {p.get('timer')} by {_amount(p.get('amount'), str(p.get('unit')))}: "
+            f"due {due}"
+            f" ({p.get('reason')})"
+        )
+    elif event.type == "customer_consent":
+        consent = p.get("consent") or {}
+        parts.append(
+            f"customer consent to extend {p.get('timer')}: {consent.get('given_by')} via "
+            f"{consent.get('channel')} at {_short(_parse_iso(consent.get('given_at')), zone)}"
+        )
+    elif event.type == "deadline_recomputed":
+        before = _short(_parse_iso(p.get("previous_due_at")), zone)
+        parts.append(f"recomputed {p.get('timer')}: due {before} → {due}")
+    elif event.type == "ruleset_migrated":
+        parts.append(f"migrated {str(p.get('from'))[:8]} → {str(p.get('to'))[:8]}")
+    elif event.type == "timer_action_refused":
+        parts.append(f"breach action {p.get('trigger')} refused [{p.get('check')}]")
+    return "; ".join(parts)
+
+
+def _timeline_table(
+    events: Sequence[HistoryEvent],
+    rules_of: Callable[[str], RuleSet],
+    zone: ZoneInfo,
+    title: str,
+) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in (
+        "#",
+        "time",
+        "actor (roles)",
+        "action",
+        "from → to",
+        "fields changed",
+        "clocks",
+        "rules",
+    ):
+        table.add_column(name, overflow="fold")
+    for e in events:
+        rules = rules_of(e.ruleset)
+        who = f"{e.actor_id} ({', '.join(e.actor_roles) or 'system'})"
+        if e.actor_department:
+            who += f" @{e.actor_department}"
+        action = Text(e.trigger or e.type)
+        if e.trigger is not None and e.trigger in _approval_triggers(rules):
+            action.append(" ✔ approval", style="green")
+        if e.type == "timer_breached":
+            action.stylize("bold red")
+        elif e.type == "timer_warning":
+            action.stylize("yellow")
+        moved = (
+            f"{_state(rules, e.from_state)} → {_state(rules, e.to_state)}"
+            if e.from_state != e.to_state
+            else _state(rules, e.to_state)
+        )
+        table.add_row(
+            str(e.seq),
+            Text(_short(e.occurred_at, zone)),
+            Text(who),
+            action,
+            Text(moved),
+            Text(_fields_set(e)),
+            Text(_clock_text(e, zone)),
+            Text(e.ruleset[:8]),
+        )
+    return table
+
+
+def _replayed_timer_json(timer: ReplayedTimer, zone: ZoneInfo) -> dict[str, Any]:
+    doc = _localise(timer.to_json(), TIMER_TIMES, zone)
+    doc["warnings"] = [_localise(dict(w), ("due_at", "fired_at"), zone) for w in timer.warnings]
+    return doc
+
+
+def _replayed_json(replayed: Replayed, rules: RuleSet, zone: ZoneInfo) -> dict[str, Any]:
+    doc = replayed.to_json()
+    _localise(doc, ("at", "received_at"), zone)
+    doc["state_label"] = rules.label(replayed.state)
+    doc["timers"] = [_replayed_timer_json(t, zone) for t in replayed.timers.values()]
+    doc["events"] = [_event_json(e, zone) for e in replayed.events]
+    return doc
+
+
+@audit_group.command("replay")
+@click.argument("number")
+@click.option(
+    "--at",
+    "at_text",
+    metavar="ISO",
+    help="The instant (default: after the last event); naive: the rules' time zone.",
+)
+@actor_options
+@click.pass_context
+def audit_replay(
+    ctx: click.Context,
+    number: str,
+    at_text: str | None,
+    actor_id: str | None,
+    roles: tuple[str, ...],
+    department: str | None,
+) -> None:
+    """A complaint rebuilt from its history alone as of an instant: the timeline up to then,
+    and the state, fields (personal data masked unless the actor may read it) and clocks."""
+    settings = _settings(ctx)
+    moment = parse_time(at_text, "--at")
+    actor = make_actor(actor_id, roles, department, required=False)
+    with open_engine(settings) as engine:
+        zone = _zone(engine)
+        replayed = engine.replay(number, _aware(moment, zone), actor)
+        with db.read(engine.database) as conn:
+            versions = {e.ruleset for e in replayed.events} | {replayed.ruleset}
+            by_version = {v: engine.compiled(conn, v).rules for v in versions}
+    rules = by_version[replayed.ruleset]
+    doc = _replayed_json(replayed, rules, zone)
+    may_read = actor is not None and rules.may_read_personal(actor.roles)
+
+    def human(out: Console) -> None:
+        as_of = _local(replayed.at, zone) if replayed.at else "now (after the last event)"
+        out.print(
+            _timeline_table(
+                replayed.events,
+                by_version.__getitem__,
+                zone,
+                f"{number} as of {as_of} (times in {zone})",
+            )
+        )
+        head = Table.grid(padding=(0, 2))
+        head.add_column(style="bold")
+        head.add_column()
+        for key, value in (
+            ("state", _state(rules, replayed.state)),
+            ("severity", replayed.severity or ""),
+            ("version", str(replayed.version)),
+            ("received", _short(replayed.received_at, zone)),
+            ("escalated to", replayed.escalated_to or ""),
+            ("rule set", replayed.ruleset[:12]),
+        ):
+            head.add_row(key, Text(value))
+        out.print(head)
+        table = Table(title="fields", title_justify="left")
+        table.add_column("field")
+        table.add_column("label")
+        table.add_column("value", overflow="fold")
+        order = [f.id for f in rules.definition.fields]
+        names = [n for n in order if n in replayed.fields] + [
+            n for n in replayed.fields if n not in order
+        ]
+        for name in names:
+            field = rules.fields.get(name)
+            shown = Text(_display(replayed.fields[name]))
+            if name in rules.personal_fields and not may_read:
+                shown.append("  (masked)", style="dim")
+            table.add_row(Text(name), Text(field.label.zh if field else ""), shown)
+        out.print(table)
+        out.print(_replayed_timers_table(replayed, rules, zone))
+
+    _emit(settings, doc, human)
+
+
+def _replayed_timers_table(replayed: Replayed, rules: RuleSet, zone: ZoneInfo) -> Table:
+    table = Table(title="clocks", title_justify="left")
+    for name in (
+        "clock",
+        "run",
+        "status",
+        "started",
+        "due",
+        "remaining",
+        "warned",
+        "breached",
+        "extensions",
+    ):
+        table.add_column(name, overflow="fold")
+    for t in replayed.timers.values():
+        working = str(t.budget.get("unit", "")).startswith("working")
+        due = _short(t.due_at, zone) + (" (provisional)" if t.provisional else "")
+        table.add_row(
+            Text(_timer_label(rules, t.timer)),
+            str(t.run),
+            Text(t.status),
+            Text(_short(t.started_at, zone)),
+            Text(due),
+            Text(_span(t.remaining, working)),
+            str(len(t.warnings)) if t.warnings else "",
+            Text(_short(t.breached_at, zone), style="bold red"),
+            str(len(t.extensions)) if t.extensions else "",
+        )
+    return table
+
+
+def _export_format(fmt: str | None, path: str) -> str:
+    if fmt is not None:
+        return fmt
+    return "csv" if path.lower().endswith(".csv") else "jsonl"
+
+
+@audit_group.command("export")
+@click.option("--number", metavar="N", help="Only this complaint.")
+@click.option("--since", metavar="ISO", help="Events at or after (naive: the rules' time zone).")
+@click.option("--until", metavar="ISO", help="Events before (naive: the rules' time zone).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    help="Default: csv for an --output ending in .csv, else jsonl.",
+)
+@click.option(
+    "--output",
+    required=True,
+    metavar="FILE",
+    help="Where to write; - for stdout.",
+)
+@actor_options
+@click.pass_context
+def audit_export(
+    ctx: click.Context,
+    number: str | None,
+    since: str | None,
+    until: str | None,
+    fmt: str | None,
+    output: str,
+    actor_id: str | None,
+    roles: tuple[str, ...],
+    department: str | None,
+) -> None:
+    """Stream events (one per line or row, with their chain hashes) to FILE. Personal data is
+    masked unless the actor may read it; an unmasked export can be re-verified on its own
+    with `audit check-export`."""
+    settings = _settings(ctx)
+    start = parse_time(since, "--since")
+    end = parse_time(until, "--until")
+    actor = make_actor(actor_id, roles, department, required=False)
+    fmt = _export_format(fmt, output)
+    to_stdout = output == "-"
+    with open_engine(settings) as engine:
+        zone = _zone(engine)
+        if number is not None:
+            engine.get(number)  # no complaint: an error before any file is created
+        out: TextIO = sys.stdout if to_stdout else open_destination(output)
+        try:
+            with _progress(_err()) as bar:
+                task = bar.add_task("exporting (events)", total=None)
+                counting = _Counting(out, lambda: bar.advance(task), int(fmt == "csv"))
+                count = export_events(
+                    engine,
+                    counting,  # type: ignore[arg-type]  # a write() is all it needs
+                    fmt,
+                    number=number,
+                    since=_aware(start, zone),
+                    until=_aware(end, zone),
+                    actor=actor,
+                )
+        except BaseException:
+            if not to_stdout:
+                out.close()
+                Path(output).unlink(missing_ok=True)
+            raise
+        if not to_stdout:
+            out.close()
+        else:
+            out.flush()
+    summary = {"events": count, "output": output, "format": fmt}
+    message = f"exported {_plural(count, 'event')} to {output} ({fmt})"
+    if settings.json and not to_stdout:
+        click.echo(_dumps(summary))
+    else:
+        click.echo(message, err=True)
+
+
+@audit_group.command("check-export")
+@click.argument("file", metavar="FILE")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    help="Default: csv for a FILE ending in .csv, else jsonl.",
+)
+@click.pass_context
+def audit_check_export(ctx: click.Context, file: str, fmt: str | None) -> None:
+    """Re-verify an export on its own, without the database: every link followed, every
+    hash recomputed where nothing was masked (exit 1 on any finding). FILE may be -."""
+    settings = _settings(ctx)
+    fmt = _export_format(fmt, file)
+    try:
+        stream: TextIO = (
+            sys.stdin if file == "-" else open(file, encoding="utf-8", newline="")  # noqa: SIM115
+        )
+    except OSError as exc:
+        raise CommandFailed(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        report = check_export(stream, fmt)
+    except (ValueError, KeyError, TypeError, csv.Error) as exc:
+        raise CommandFailed(f"{file} is not a {fmt} export of complaintflow: {exc}") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    masked = report.rows - report.recomputed
+    doc = {
+        "ok": report.ok,
+        "rows": report.rows,
+        "complaints": report.complaints,
+        "recomputed": report.recomputed,
+        "masked": masked,
+        "findings": [f.to_json() for f in report.findings],
+    }
+
+    def human(out: Console) -> None:
+        count = len(report.findings)
+        found = f"{count} finding{'s' if count != 1 else ''}"
+        if report.findings:
+            table = Table(title=found, title_justify="left")
+            for name in ("number", "seq", "kind", "detail"):
+                table.add_column(name, overflow="fold")
+            for f in report.findings:
+                table.add_row(
+                    Text(f.number or ""),
+                    Text("" if f.seq is None else str(f.seq)),
+                    Text(f.kind, style="red"),
+                    Text(f.detail),
+                )
+            out.print(table)
+        line = (
+            f"checked {_plural(report.rows, 'event')} of "
+            f"{_plural(report.complaints, 'complaint')}, "
+            f"{_plural(report.recomputed, 'hash', 'hashes')} recomputed"
+        )
+        if masked:
+            line += f", {masked} masked (links checked only)"
+        out.print(Text(f"{line}: {'ok' if report.ok else found}"))
+
+    _emit(settings, doc, human)
+    if not report.ok:
+        ctx.exit(1)
+
+
+@audit_group.command("timeline")
+@click.argument("number")
+@click.option("--at", "at_text", metavar="ISO", help="As of this instant (default: now).")
+@click.option(
+    "--output",
+    required=True,
+    metavar="FILE.html",
+    help="Where to write the page; - for stdout.",
+)
+@actor_options
+@click.pass_context
+def audit_timeline(
+    ctx: click.Context,
+    number: str,
+    at_text: str | None,
+    output: str,
+    actor_id: str | None,
+    roles: tuple[str, ...],
+    department: str | None,
+) -> None:
+    """A printable, self-contained HTML page of one complaint: states over time, every
+    clock with its warnings and breaches, the full history."""
+    settings = _settings(ctx)
+    moment = parse_time(at_text, "--at")
+    actor = make_actor(actor_id, roles, department, required=False)
+    with open_engine(settings) as engine:
+        page = render_timeline(engine, number, actor, _aware(moment, _zone(engine)))
+    if output == "-":
+        click.echo(page, nl=False)
+        return
+    try:
+        Path(output).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {output}: {exc.strerror}") from None
+    if settings.json:
+        click.echo(_dumps({"number": number, "output": output, "bytes": len(page.encode())}))
+    else:
+        click.echo(f"wrote {output}", err=True)
+
+
+# -- timers ---------------------------------------------------------------------------------
+
+
+def _timers_table(
+    rows: Sequence[tuple[str | None, TimerView]], rules: RuleSet, zone: ZoneInfo, title: str
+) -> Table:
+    table = Table(title=title, title_justify="left")
+    columns = ["number"] if any(n is not None for n, _ in rows) else []
+    columns += [
+        "clock",
+        "run",
+        "status",
+        "started",
+        "due",
+        "remaining",
+        "warned",
+        "breached",
+        "provisional",
+        "budget",
+    ]
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for number, t in rows:
+        cells: list[Any] = [Text(number or "")] if columns[0] == "number" else []
+        cells += [
+            Text(_timer_label(rules, t.timer)),
+            str(t.run),
+            Text(t.status, style="dim" if t.status == "stopped" else ""),
+            Text(_short(t.started_at, zone)),
+            Text(_short(t.due_at, zone)),
+            Text(_span(t.remaining, t.unit.startswith("working"))),
+            str(t.warned) if t.warned else "",
+            Text(_short(t.breached_at, zone), style="bold red"),
+            _yes(t.provisional),
+            Text(_budget(t)),
+        ]
+        table.add_row(*cells)
+    return table
+
+
+@main.group("timers")
+def timers_group() -> None:
+    """The SLA clocks: list, show, extend with the customer's consent, recompute."""
+
+
+@timers_group.command("list")
+@click.option("--status", type=click.Choice(["running", "paused", "stopped"]))
+@click.option(
+    "--breached/--not-breached",
+    default=None,
+    help="Only breached (or only not breached) clocks.",
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.pass_context
+def timers_list(
+    ctx: click.Context, status: str | None, breached: bool | None, limit: int, offset: int
+) -> None:
+    """Clock runs across complaints (default: all not stopped), soonest due first."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        rows = engine.list_timers(status=status, breached=breached, limit=limit, offset=offset)
+        rules = engine.rules
+        zone = _zone(engine)
+    doc = {
+        "limit": limit,
+        "offset": offset,
+        "items": [_timer_json(view, zone, number) for number, view in rows],
+    }
+
+    def human(out: Console) -> None:
+        shown: list[tuple[str | None, TimerView]] = list(rows)
+        out.print(_timers_table(shown, rules, zone, f"clocks (times in {zone})"))
+        line = f"{len(rows)} clock run{'s' if len(rows) != 1 else ''}"
+        if len(rows) == limit:
+            line += f"; next page: --offset {offset + limit}"
+        out.print(Text(line))
+
+    _emit(settings, doc, human)
+
+
+@timers_group.command("show")
+@click.argument("number")
+@click.pass_context
+def timers_show(ctx: click.Context, number: str) -> None:
+    """Every clock run of one complaint: its ledger and what is derived from it."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        views = engine.timers(number)
+        rules = engine.rules
+        zone = _zone(engine)
+    doc = {"number": number, "timers": [_timer_json(v, zone) for v in views]}
+
+    def human(out: Console) -> None:
+        rows: list[tuple[str | None, TimerView]] = [(None, v) for v in views]
+        out.print(_timers_table(rows, rules, zone, f"clocks of {number} (times in {zone})"))
+        for v in views:
+            for e in v.extensions:
+                out.print(
+                    Text(
+                        f"{v.timer} #{v.run} extended by "
+                        f"{_amount(e.get('amount'), str(e.get('unit', '')))} by {e.get('by')}: "
+                        f"{e.get('reason')}"
+                    )
+                )
+
+    _emit(settings, doc, human)
+
+
+@timers_group.command("recompute")
+@actor_options
+@click.pass_context
+def timers_recompute(
+    ctx: click.Context, actor_id: str | None, roles: tuple[str, ...], department: str | None
+) -> None:
+    """Re-derive every open clock with the current calendars (after calendar data changed);
+    prints one row per changed deadline."""
+    settings = _settings(ctx)
+    actor = make_actor(actor_id, roles, department, required=False)
+    with open_engine(settings) as engine:
+        changes = engine.recompute_timers(actor)
+        zone = _zone(engine)
+    doc = {
+        "changed": [
+            _localise(dict(c), ("previous_due_at", "due_at"), zone)
+            | {"warnings": [_local_text(w, zone) for w in c.get("warnings", [])]}
+            for c in changes
+        ]
+    }
+
+    def human(out: Console) -> None:
+        if not changes:
+            out.print(Text("no deadline changed"))
+            return
+        table = Table(title=f"changed deadlines (times in {zone})", title_justify="left")
+        for name in ("number", "clock", "run", "was due", "now due", "provisional"):
+            table.add_column(name, overflow="fold")
+        for c in changes:
+            table.add_row(
+                Text(str(c["number"])),
+                Text(str(c["timer"])),
+                str(c["run"]),
+                Text(_short(_parse_iso(c.get("previous_due_at")), zone)),
+                Text(_short(_parse_iso(c.get("due_at")), zone)),
+                _yes(bool(c.get("provisional"))),
+            )
+        out.print(table)
+
+    _emit(settings, doc, human)
+
+
+@timers_group.command("extend")
+@click.argument("number")
+@click.argument("timer")
+@click.option(
+    "--amount",
+    type=click.IntRange(min=1),
+    required=True,
+    help="How much longer, in the clock's own unit (e.g. working days).",
+)
+@click.option("--consent-by", required=True, metavar="NAME", help="Who agreed for the customer.")
+@click.option(
+    "--consent-at",
+    required=True,
+    metavar="ISO",
+    help="When the customer agreed (naive: the rules' time zone).",
+)
+@click.option(
+    "--consent-channel", required=True, metavar="TEXT", help="How (phone, e-mail, letter ...)."
+)
+@click.option(
+    "--consent-reason",
+    metavar="TEXT",
+    help="The customer's own words, if different from --reason.",
+)
+@click.option("--reason", required=True, metavar="TEXT", help="Why the clock is extended.")
+@actor_options
+@click.pass_context
+def timers_extend(
+    ctx: click.Context,
+    number: str,
+    timer: str,
+    amount: int,
+    consent_by: str,
+    consent_at: str,
+    consent_channel: str,
+    consent_reason: str | None,
+    reason: str,
+    actor_id: str | None,
+    roles: tuple[str, ...],
+    department: str | None,
+) -> None:
+    """Extend a running clock, announced in advance and with the customer's recorded
+    consent (refused once it has breached)."""
+    settings = _settings(ctx)
+    given = parse_time(consent_at, "--consent-at")
+    actor = make_actor(actor_id, roles, department, required=True)
+    assert actor is not None and given is not None
+    with open_engine(settings) as engine:
+        zone = _zone(engine)
+        consent = Consent(
+            consent_by, _aware(given, zone) or given, consent_channel, consent_reason or reason
+        )
+        views = engine.extend_timer(number, timer, actor, amount, consent, reason=reason)
+        rules = engine.rules
+    doc = {"number": number, "timer": timer, "timers": [_timer_json(v, zone) for v in views]}
+    extended = next((v for v in views if v.timer == timer and v.status != "stopped"), None)
+
+    def human(out: Console) -> None:
+        if extended is not None:
+            out.print(
+                Text(
+                    f"{number}: {timer} extended by {_amount(amount, extended.unit)}; "
+                    f"due {_local(extended.due_at, zone)}"
+                )
+            )
+        rows: list[tuple[str | None, TimerView]] = [(None, v) for v in views]
+        out.print(_timers_table(rows, rules, zone, f"clocks of {number} (times in {zone})"))
+
+    _emit(settings, doc, human)
+
+
+# -- scheduler ------------------------------------------------------------------------------
+
+
+def _tick_json(report: TickReport, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "fired": report.fired,
+        "warnings": report.warnings,
+        "breaches": report.breaches,
+        "batches": report.batches,
+        "max_lateness_seconds": report.max_lateness.total_seconds(),
+        "reviews": report.reviews,
+        "delivered": report.delivered,
+        "next_due": _local(report.next_due, zone),
+    }
+
+
+@main.group("scheduler")
+def scheduler_group() -> None:
+    """Fire due warnings and breaches exactly once, from any number of processes."""
+
+
+def _scheduler_options(f: F) -> F:
+    f = click.option(
+        "--worker", metavar="NAME", help="This process's name in the history [host:pid]."
+    )(f)
+    f = click.option(
+        "--batch-size",
+        type=click.IntRange(1, 10_000),
+        default=500,
+        show_default=True,
+        help="Deadlines claimed per transaction.",
+    )(f)
+    return f
+
+
+@scheduler_group.command("tick")
+@_scheduler_options
+@click.pass_context
+def scheduler_tick(ctx: click.Context, worker: str | None, batch_size: int) -> None:
+    """Fire everything due now, once, and print the report (for cron and tests)."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        report = Scheduler(engine, worker=worker, batch_size=batch_size).tick()
+        zone = _zone(engine)
+    doc = _tick_json(report, zone)
+
+    def human(out: Console) -> None:
+        line = (
+            f"fired {report.fired} ({report.warnings} warnings, {report.breaches} breaches) "
+            f"in {report.batches} batch{'es' if report.batches != 1 else ''}"
+        )
+        if report.fired:
+            line += f", max lateness {_span(report.max_lateness)}"
+        line += f"; reviews {report.reviews}; delivered {report.delivered}"
+        out.print(Text(line))
+        nxt = _local(report.next_due, zone) if report.next_due else "nothing pending"
+        out.print(Text(f"next due: {nxt}"))
+
+    _emit(settings, doc, human)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def _stderr_logging() -> Iterator[logging.Logger]:
+    """INFO lines of complaintflow on stderr; APScheduler's per-job chatter kept quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    ours = logging.getLogger("complaintflow")
+    aps = logging.getLogger("apscheduler")
+    saved = (ours.level, ours.propagate, aps.level)
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    aps.setLevel(logging.WARNING)
+    aps.addHandler(handler)
+    try:
+        yield ours
+    finally:
+        ours.removeHandler(handler)
+        aps.removeHandler(handler)
+        ours.setLevel(saved[0])
+        ours.propagate = saved[1]
+        aps.setLevel(saved[2])
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, log: logging.Logger) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop``; a second SIGINT interrupts at once."""
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping after the current tick", signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+@scheduler_group.command("run")
+@_scheduler_options
+@click.option(
+    "--min-interval",
+    type=click.FloatRange(min=0.01),
+    default=0.2,
+    show_default=True,
+    metavar="S",
+    help="Shortest wait between ticks, seconds (while there is a backlog).",
+)
+@click.option(
+    "--max-interval",
+    type=click.FloatRange(min=0.01),
+    default=30.0,
+    show_default=True,
+    metavar="S",
+    help="Longest wait between ticks, seconds (nothing due soon).",
+)
+@click.pass_context
+def scheduler_run(
+    ctx: click.Context,
+    worker: str | None,
+    batch_size: int,
+    min_interval: float,
+    max_interval: float,
+) -> None:
+    """Run in the foreground until SIGTERM or SIGINT, logging every tick that fired
+    something to stderr. Several may run at once, on one host or many: each deadline
+    fires once."""
+    settings = _settings(ctx)
+    if min_interval > max_interval:
+        raise click.BadParameter(
+            f"{min_interval} is more than --max-interval {max_interval}",
+            param_hint="--min-interval",
+        )
+    totals = TickReport()
+    ticks = 0
+
+    def on_tick(report: TickReport) -> None:
+        nonlocal ticks
+        ticks += 1
+        totals.fired += report.fired
+        totals.warnings += report.warnings
+        totals.breaches += report.breaches
+        totals.reviews += report.reviews
+        totals.max_lateness = max(totals.max_lateness, report.max_lateness)
+
+    with open_engine(settings) as engine, _stderr_logging() as log:
+        scheduler = Scheduler(
+            engine,
+            worker=worker,
+            batch_size=batch_size,
+            min_interval=min_interval,
+            max_interval=max_interval,
+        )
+        scheduler.on_tick = on_tick
+        stop = threading.Event()
+        with _stop_on_signals(stop, log):
+            log.info(
+                "scheduler %s started on %s (batches of %d, every %g-%g s); "
+                "SIGTERM or Ctrl-C stops it",
+                scheduler.worker,
+                _shown_url(settings.db),
+                batch_size,
+                min_interval,
+                max_interval,
+            )
+            scheduler.run(stop)
+        log.info(
+            "scheduler %s stopped after %d ticks: fired %d (%d warnings, %d breaches), %d reviews",
+            scheduler.worker,
+            ticks,
+            totals.fired,
+            totals.warnings,
+            totals.breaches,
+            totals.reviews,
+        )
+        name = scheduler.worker
+    if settings.json:
+        click.echo(
+            _dumps(
+                {
+                    "worker": name,
+                    "ticks": ticks,
+                    "fired": totals.fired,
+                    "warnings": totals.warnings,
+                    "breaches": totals.breaches,
+                    "reviews": totals.reviews,
+                    "max_lateness_seconds": totals.max_lateness.total_seconds(),
+                }
+            )
+        )
+
+
+# -- outbox ---------------------------------------------------------------------------------
+
+
+def _note_json(note: Notification, zone: ZoneInfo) -> dict[str, Any]:
+    return _localise(note.to_json(), ("created_at",), zone)
+
+
+def _note_summary(note: Notification, zone: ZoneInfo) -> str:
+    p = note.payload
+    if note.kind in ("timer_warning", "timer_breached"):
+        due = _short(_parse_iso(p.get("due_at")), zone)
+        return f"{p.get('timer')} due {due}"
+    if note.kind == "review":
+        unresolved = p.get("unresolved") or []
+        return f"{p.get('review')} {p.get('period')}: {len(unresolved)} unresolved"
+    return ""
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """Notifications for other systems: claim a leased batch, ack what was handled."""
+
+
+@outbox_group.command("claim")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    metavar="S",
+    help="Unacked notifications come back after this long.",
+)
+@click.pass_context
+def outbox_claim(ctx: click.Context, limit: int, lease_seconds: int) -> None:
+    """Lease up to --limit undelivered notifications, oldest first (use --json to feed
+    another program; ack them with `outbox ack ID...`)."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        notes = engine.outbox.claim(limit, timedelta(seconds=lease_seconds))
+        zone = _zone(engine)
+    doc = {
+        "lease_seconds": lease_seconds,
+        "notifications": [_note_json(n, zone) for n in notes],
+    }
+
+    def human(out: Console) -> None:
+        table = Table(title=f"claimed notifications (times in {zone})", title_justify="left")
+        for name in ("id", "number", "kind", "recipients", "about", "created", "attempts", "key"):
+            table.add_column(name, overflow="fold")
+        for n in notes:
+            table.add_row(
+                str(n.id),
+                Text(n.number or ""),
+                Text(n.kind),
+                Text(", ".join(n.recipients)),
+                Text(_note_summary(n, zone)),
+                Text(_short(n.created_at, zone)),
+                str(n.attempts),
+                Text(n.key),
+            )
+        out.print(table)
+        out.print(Text(f"{len(notes)} claimed for {lease_seconds} s"))
+
+    _emit(settings, doc, human)
+
+
+@outbox_group.command("ack")
+@click.argument("ids", nargs=-1, required=True, type=int, metavar="ID...")
+@click.pass_context
+def outbox_ack(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Mark notifications delivered."""
+    settings = _settings(ctx)
+    with open_engine(settings) as engine:
+        acked = engine.outbox.ack(ids)
+    doc = {"acked": acked, "ids": list(ids)}
+
+    def human(out: Console) -> None:
+        line = f"acked {acked} of {len(ids)}"
+        if acked < len(ids):
+            line += f" ({len(ids) - acked} unknown or already acked)"
+        out.print(Text(line))
+
+    _emit(settings, doc, human)
+
+
 # -- demo -----------------------------------------------------------------------------------
+
+
+def _demo_clocks(summary: DemoSummary, rules: RuleSet) -> Table:
+    table = Table(title="fired by the clocks", title_justify="left")
+    table.add_column("clock")
+    table.add_column("warnings", justify="right")
+    table.add_column("breaches", justify="right")
+    for timer, n in summary.clocks.items():
+        table.add_row(
+            Text(_timer_label(rules, timer)),
+            str(n.get("warnings", 0) or ""),
+            str(n.get("breaches", 0) or ""),
+        )
+    table.add_row(Text("total", style="bold"), str(summary.warnings), str(summary.breaches))
+    return table
+
 
 REFUSAL_LABELS = {
     "wrong_role": "wrong role 角色不符",
@@ -978,8 +2275,9 @@ REFUSAL_LABELS = {
 def demo(
     ctx: click.Context, db_path: Path, count: int, seed: int, force: bool, as_json: bool
 ) -> None:
-    """Run generated complaints through the default procedure on a fresh SQLite file,
-    with refusals, approvals, disputes and reopens, then verify the history.
+    """Run generated complaints through the default procedure on a fresh SQLite file in
+    simulated time, with the scheduler firing warnings and breaches, refusals, approvals,
+    disputes, reopens and extensions, then verify the whole history deeply.
 
     Always uses the shipped rules and its own database (not the global --db/--rules)."""
     settings = _settings(ctx)
@@ -991,7 +2289,7 @@ def demo(
             f"{db_path} is not a demo database; choose another --db or pass --force to replace it"
         )
     engine, clock = open_demo_engine(db_path)
-    labels = {"simulating": "simulating (hours)", "verifying": "verifying (complaints)"}
+    labels = {"simulating": "simulating (hours)", "verifying": "verifying deeply (complaints)"}
     try:
         with _progress(_err()) as bar:
             tasks: dict[str, Any] = {}
@@ -1034,8 +2332,10 @@ def demo(
         activity = Table(title="activity", title_justify="left")
         activity.add_column("what")
         activity.add_column("count", justify="right")
+        steps = sum(summary.timing_steps.values())
         for what, n in (
             ("transitions fired", summary.transitions),
+            ("  of which timing steps (hand-over, response, contact, ...)", steps),
             ("plans approved by the GM", summary.approvals),
             ("replies signed by top management", summary.signed_replies),
             ("disputes", summary.disputes),
@@ -1043,10 +2343,30 @@ def demo(
             ("closed", summary.closed),
             ("rejected", summary.rejected),
             ("still in progress", summary.in_progress),
+            ("urgent after-hours complaints", summary.urgent_after_hours),
         ):
             activity.add_row(what, str(n))
         out.print(activity)
+        out.print(_demo_clocks(summary, rules))
         zone = ZoneInfo(rules.definition.timezone)
+        down_from, down_until = DOWNTIME
+        lateness = f"max lateness {_span(summary.max_lateness)}"
+        if summary.max_lateness > SCHEDULER_POLL:
+            lateness += (
+                f" (the scheduler was down {_short(down_from, zone)}"
+                f"-{down_until.astimezone(zone):%H:%M} and caught up)"
+            )
+        reviews = f"{summary.reviews} monthly review{'s' if summary.reviews != 1 else ''}"
+        for line in (
+            f"clocks: {summary.warnings} warnings and {summary.breaches} breaches fired by "
+            f"the scheduler in {summary.ticks} ticks; {lateness}",
+            f"breaches raised {summary.severity_raised} complaints to major; "
+            f"{summary.escalated} urgent after-hours complaints reassigned to the GM; "
+            f"{summary.extensions} clocks extended with the customer's consent",
+            f"outbox: {summary.notifications} notifications (incl. {reviews}), "
+            "waiting for `complaintflow outbox claim`",
+        ):
+            out.print(Text(line))
         days = summary.span.total_seconds() / 86400
         out.print(
             Text(
@@ -1055,14 +2375,17 @@ def demo(
             )
         )
         verdict = "ok" if summary.verified_ok else f"{summary.findings} FINDINGS"
+        how = "deep verification" if summary.verified_deep else "verification"
         out.print(
             Text(
-                f"verification: {verdict} ({summary.verified_complaints} complaints, "
+                f"{how}: {verdict} ({summary.verified_complaints} complaints, "
                 f"{summary.verified_events} events)",
                 style="green" if summary.verified_ok else "bold red",
             )
         )
-        out.print(Text(f"database: {where}  (try: complaintflow --db {db_path} list)"))
+        out.print(
+            Text(f"database: {where}  (try: complaintflow --db {db_path} timers list --breached)")
+        )
 
     _emit(settings, doc, human)
     if not summary.verified_ok:

@@ -671,6 +671,8 @@ class Engine:
         """Re-derive every open clock with the current rule set's calendars (after calendar
         data changed). One history event per changed deadline; pauses and extensions are
         kept. Under the ``error`` policy a year without data raises and changes nothing."""
+        if actor is not None:
+            self.check_actor(actor, self.rules)
         actor = actor or Actor("system:recompute", ())
         now = self.now()
         current = self._versions[self.rules.version]
@@ -692,15 +694,16 @@ class Engine:
                 due = compiled.timers.derive(
                     ctimer, ledger, self.calendar_lookup(conn)(ledger.calendar,
                                                                ledger.calendar_version))
-                pending = {(r.kind, r.idx, r.due_at) for r in conn.execute(
-                    sa.select(D.c.kind, D.c.idx, D.c.due_at).where(
-                        D.c.timer_id == t.id, D.c.fired_at.is_(None)))}
-                fired = {(r.kind, r.idx) for r in conn.execute(
-                    sa.select(D.c.kind, D.c.idx).where(D.c.timer_id == t.id,
-                                                      D.c.fired_at.is_not(None)))}
+                rows = conn.execute(sa.select(D.c.kind, D.c.idx, D.c.due_at, D.c.fired_at)
+                                    .where(D.c.timer_id == t.id)).all()
+                # fired rows and rows already past due (they fire late, once) are settled
+                settled = {(r.kind, r.idx) for r in rows
+                           if r.fired_at is not None or r.due_at <= now}
+                pending = {(r.kind, r.idx, r.due_at) for r in rows
+                           if (r.kind, r.idx) not in settled}
                 wanted = {("warning", i, at) for i, at in due.warnings
-                          if ("warning", i) not in fired}
-                if due.breach is not None and ("breach", 0) not in fired:
+                          if ("warning", i) not in settled}
+                if due.breach is not None and ("breach", 0) not in settled:
                     wanted.add(("breach", 0, due.breach))
                 if due.breach == t.due_at and due.provisional == t.provisional \
                         and pending == wanted:
@@ -800,6 +803,10 @@ class Engine:
             if key in payload:
                 payload[key] = {k: (mask_value(v) if k in personal else v)
                                 for k, v in payload[key].items()}
+        if isinstance(payload.get("consent"), dict):  # the customer's contact who agreed
+            consent = dict(payload["consent"])
+            consent["given_by"] = mask_value(consent.get("given_by"))
+            payload["consent"] = consent
         return replace(event, payload=payload)
 
     def find(

@@ -1,5 +1,7 @@
 """The demo as a library function: a seeded batch of complaints through the whole default
-procedure, every kind of refusal really refused by the engine, and a clean verification."""
+procedure in simulated time with the scheduler firing the clocks, every kind of refusal
+really refused by the engine, warnings and breaches, extensions with consent, and a clean
+deep verification."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import pytest
 from complaintflow import Engine, SimulatedClock, load_rules
 from complaintflow.demo import (
     DEMO_START,
+    DOWNTIME,
+    MAX_EXTENSIONS,
     REFUSAL_KINDS,
+    TIMING_STEPS,
     DemoSummary,
     after_office_hours,
     is_demo_database,
@@ -63,18 +68,93 @@ def test_complaints_are_closed_reopened_disputed_and_some_left_in_progress(
     assert summary.transitions > COUNT * 5
 
 
-def test_the_history_verifies_and_matches_the_summary(first: tuple[DemoSummary, Path]) -> None:
+def test_the_history_verifies_deeply_and_matches_the_summary(
+    first: tuple[DemoSummary, Path],
+) -> None:
     summary, path = first
-    assert summary.verified_ok and summary.findings == 0
+    assert summary.verified_ok and summary.verified_deep and summary.findings == 0
     assert summary.verified_complaints == COUNT
-    # one event per submission and per transition fired; refused attempts store nothing
-    assert summary.verified_events == COUNT + summary.transitions
-    with Engine.open(f"sqlite:///{path}") as engine:
-        assert engine.verify().ok
+    # one event per submission, per transition fired and per clock event (warnings,
+    # breaches, re-derivations, consents, extensions); refused attempts store nothing
+    assert summary.verified_events == COUNT + summary.transitions + sum(
+        summary.clock_events.values()
+    )
+    with Engine.open(f"sqlite:///{path}", clock=SimulatedClock(summary.ended_at)) as engine:
+        assert engine.verify(deep=True).ok
         for state, n in summary.states.items():
             assert engine.find(state=state, limit=1).total == n
         for level, n in summary.severities.items():
             assert engine.find(severity=level, limit=1).total == n
+
+
+def test_the_scheduler_fires_warnings_and_breaches(first: tuple[DemoSummary, Path]) -> None:
+    summary, path = first
+    assert summary.warnings > 0 and summary.breaches > 0
+    assert summary.clock_events["timer_warning"] == summary.warnings
+    assert summary.clock_events["timer_breached"] == summary.breaches
+    breached = {name for name, n in summary.clocks.items() if n.get("breaches")}
+    assert len(breached) >= 5  # people are late at many steps, not just one
+    assert {"first_response", "registration", "whole_complaint"} <= breached
+    # every warning and breach of the default rules notifies somebody; plus the reviews
+    assert summary.notifications == summary.warnings + summary.breaches + summary.reviews
+    assert summary.reviews >= 1  # the monthly review of unresolved complaints on the 4th
+    # urgent complaints received after hours breach at once and go to the GM
+    urgent = summary.clocks.get("urgent_after_hours", {}).get("breaches", 0)
+    assert urgent == summary.urgent_after_hours == summary.escalated
+    # the scheduler was down one afternoon and caught up: some deadlines fired late
+    assert summary.max_lateness > timedelta(minutes=5)
+    assert summary.ticks > 0
+    with Engine.open(f"sqlite:///{path}", clock=SimulatedClock(summary.ended_at)) as engine:
+        assert engine.outbox.pending() == summary.notifications
+        down_from, down_until = DOWNTIME
+        late = [
+            e
+            for c in engine.find(limit=COUNT).items
+            for e in engine.history(c.number)
+            if e.type in ("timer_warning", "timer_breached")
+        ]
+        assert not [e for e in late if down_from <= e.occurred_at < down_until]
+        assert [e for e in late if e.occurred_at == down_until]  # the catch-up
+
+
+def test_people_use_the_timing_steps_and_extend_with_consent(
+    first: tuple[DemoSummary, Path],
+) -> None:
+    summary, path = first
+    assert set(summary.timing_steps) <= set(TIMING_STEPS)
+    for step in ("respond", "hand_over", "contact_customer", "report_progress"):
+        assert summary.timing_steps.get(step, 0) > 0, step
+    assert 1 <= summary.extensions <= MAX_EXTENSIONS
+    assert summary.clock_events["customer_consent"] == summary.extensions
+    assert summary.clock_events["timer_extended"] == summary.extensions
+    with Engine.open(f"sqlite:///{path}", clock=SimulatedClock(summary.ended_at)) as engine:
+        extended = [
+            (c.number, e)
+            for c in engine.find(limit=COUNT).items
+            for e in engine.history(c.number)
+            if e.type == "timer_extended"
+        ]
+        assert len(extended) == summary.extensions
+        for number, event in extended:
+            assert event.payload["timer"] == "whole_complaint"
+            (clock,) = [t for t in engine.timers(number) if t.timer == "whole_complaint"]
+            assert clock.extensions and clock.extensions[0]["consent_seq"] == event.seq - 1
+
+
+def test_revisits_wait_five_days_after_the_feedback(first: tuple[DemoSummary, Path]) -> None:
+    summary, path = first
+    revisits = 0
+    with Engine.open(f"sqlite:///{path}", clock=SimulatedClock(summary.ended_at)) as engine:
+        for complaint in engine.find(limit=COUNT).items:
+            fed_back = None
+            for event in engine.history(complaint.number):
+                if event.trigger == "feed_back":
+                    fed_back = event.occurred_at
+                elif event.trigger == "revisit":
+                    assert fed_back is not None
+                    assert event.occurred_at - fed_back >= timedelta(days=5)
+                    revisits += 1
+    assert revisits > 0
 
 
 def test_simulated_time_starts_monday_morning_in_shanghai(first: tuple[DemoSummary, Path]) -> None:
@@ -85,6 +165,7 @@ def test_simulated_time_starts_monday_morning_in_shanghai(first: tuple[DemoSumma
     assert doc["simulated"]["start"] == "2026-03-02T09:00:00+08:00"
     assert doc["verification"] == {
         "ok": True,
+        "deep": True,
         "events": summary.verified_events,
         "complaints": COUNT,
         "findings": 0,

@@ -106,8 +106,8 @@ TRANSITIONS: dict[str, T] = {
         ("contact_note",),
     ),
     "report_progress": T(
-        ("confirmed",),
-        "confirmed",
+        ("confirmed", "investigated"),
+        None,
         ("customer_service", "department_manager"),
         ("progress_note",),
         ("progress_note",),

@@ -121,8 +121,10 @@ def test_an_extension_writes_consent_then_extension_and_moves_the_deadline(
     assert new.budget == 20
     assert new.started_at == old.started_at
     assert [e["amount"] for e in new.extensions] == [5]
-    history = engine.history(number)
+    history = engine.history(number, CS)  # a personal-data reader sees who consented
     consent_event, extended = history[-2:]
+    masked = engine.history(number)[-2]
+    assert masked.payload["consent"]["given_by"] != consent(given).given_by
     assert (consent_event.type, extended.type) == ("customer_consent", "timer_extended")
     assert extended.seq == consent_event.seq + 1
     assert extended.prev_hash == consent_event.hash

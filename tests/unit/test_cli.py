@@ -90,9 +90,22 @@ def test_help_lists_every_command(db: Path) -> None:
         "list",
         "rules",
         "audit",
+        "timers",
+        "scheduler",
+        "outbox",
         "demo",
     ):
         assert name in out
+    for group, commands in (
+        ("audit", ("verify", "replay", "export", "check-export", "timeline")),
+        ("rules", ("check", "schema", "list", "show", "diff", "migrate")),
+        ("timers", ("list", "show", "recompute", "extend")),
+        ("scheduler", ("run", "tick")),
+        ("outbox", ("claim", "ack")),
+    ):
+        out = ok(cli(db, group, "--help"))
+        for name in commands:
+            assert f"  {name} " in out, (group, name)
 
 
 def test_python_dash_m_runs_the_cli() -> None:
@@ -529,7 +542,7 @@ def test_audit_verify_finds_an_edited_event(db: Path) -> None:
     submit(db)
     assert "verified 2 complaints, 3 events: ok" in ok(cli(db, "audit", "verify"))
     report = cli_json(db, "audit", "verify")
-    assert report == {"ok": True, "complaints": 2, "events": 3, "findings": []}
+    assert report == {"ok": True, "complaints": 2, "events": 3, "findings": [], "deep": False}
 
     with sqlite3.connect(db) as conn:
         conn.execute(
@@ -557,12 +570,14 @@ def test_demo_runs_and_recreates_its_database(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["count"] == 6 and summary["database"] == str(target.resolve())
-    assert summary["verification"]["ok"] is True
+    assert summary["verification"]["ok"] is True and summary["verification"]["deep"] is True
     assert sum(summary["states"].values()) == 6
+    assert summary["clocks"]["breaches"] > 0 and summary["outbox"]["notifications"] > 0
 
     result = runner.invoke(main, ["demo", "--db", str(target), "--count", "6"])
     assert result.exit_code == 0, result.output
-    assert "complaints by state" in result.stdout and "verification: ok" in result.stdout
+    assert "complaints by state" in result.stdout and "deep verification: ok" in result.stdout
+    assert "fired by the clocks" in result.stdout and "notifications" in result.stdout
     assert str(target.resolve()) in result.stdout
     assert (
         json.loads(runner.invoke(main, ["--db", str(target), "--json", "list"]).stdout)["total"]
