@@ -98,6 +98,10 @@ def _remaining(engine: Engine, conn: Connection
         unit = str(timer.budget.get("unit", ""))
         ctimer = compiled.timers.by_id.get(timer.timer)
         cal = compiled.timers.calendar_of(ctimer) if ctimer is not None else None
+        if timer.calendar_version is not None and ctimer is not None:
+            name = ctimer.definition.calendar or compiled.rules.definition.calendar
+            newer = engine.compiled(conn, timer.calendar_version).calendars.get(name or "")
+            cal = newer or cal
         if unit.startswith("working") and cal is not None:
             return cal.between(moment, timer.due_at)
         return timer.due_at - moment

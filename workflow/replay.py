@@ -44,6 +44,7 @@ class ReplayedTimer:
     breach_due_at: datetime | None = None
     stopped_at: datetime | None = None
     remaining: timedelta | None = None
+    calendar_version: str | None = None  # set when a recompute moved it to newer calendars
 
     def to_json(self) -> dict[str, Any]:
         def t(v: datetime | None) -> str | None:
@@ -151,6 +152,8 @@ def fold(state: Replayed, event: HistoryEvent) -> None:
         if found is not None:
             found.due_at = parse_iso(p["due_at"]) if p.get("due_at") else None
             found.provisional = bool(p.get("provisional"))
+            if p.get("calendar_version"):
+                found.calendar_version = p["calendar_version"]
             if event.type == "timer_extended":
                 found.extensions.append({"amount": p.get("amount"), "unit": p.get("unit"),
                                          "at": at.isoformat(), "reason": p.get("reason")})
