@@ -36,6 +36,7 @@ SCENARIOS = {
     "breached_clocks",
     "extension_with_consent",
     "migrated",
+    "recomputed_holiday",
 }
 
 
@@ -75,7 +76,8 @@ def remaining_with(
     rulesets: dict[str, str],
 ) -> Callable[[ReplayedTimer, str, datetime], timedelta | None]:
     """Remaining time of a running clock as ``Engine.replay`` reports it: working time on
-    the clock's calendar for working units, elapsed time otherwise."""
+    the clock's calendar (the one of the rule version a recompute moved it to, if any) for
+    working units, elapsed time otherwise."""
 
     def remaining(timer: ReplayedTimer, version: str, moment: datetime) -> timedelta | None:
         if timer.due_at is None:
@@ -83,6 +85,10 @@ def remaining_with(
         rules = compiled(rulesets[version])
         ctimer = rules.timers.by_id.get(timer.timer)
         cal = rules.timers.calendar_of(ctimer) if ctimer is not None else None
+        if timer.calendar_version is not None and ctimer is not None:
+            # a recompute moved the clock onto the calendars of a newer rule version
+            name = ctimer.definition.calendar or rules.rules.definition.calendar
+            cal = compiled(rulesets[timer.calendar_version]).calendars.get(name or "") or cal
         if str(timer.budget.get("unit", "")).startswith("working") and cal is not None:
             return cal.between(moment, timer.due_at)
         return timer.due_at - moment
@@ -115,10 +121,20 @@ def test_every_scenario_has_a_golden_file() -> None:
     assert not (GOLDEN / "__init__.py").exists()  # make_golden.py is a script, not a test
 
 
+def versions_named(rows: list[dict[str, Any]]) -> set[str]:
+    """The rule versions a history needs: those its events ran under, and those whose
+    calendars a recompute moved a clock to."""
+    named = {r["ruleset"] for r in rows}
+    for r in rows:
+        version = json.loads(r["payload"]).get("calendar_version")
+        if r["type"] == "deadline_recomputed" and version:
+            named.add(version)
+    return named
+
+
 def test_the_rule_files_are_stored_under_their_hashes(golden: dict[str, Any]) -> None:
     assert golden["format"] == 1
-    named = {r["ruleset"] for r in golden["events"]}
-    assert set(golden["rulesets"]) == named
+    assert set(golden["rulesets"]) == versions_named(golden["events"])
     for version, text in golden["rulesets"].items():
         assert hashlib.sha256(text.encode("utf-8")).hexdigest() == version
         assert compiled(text).version == version
@@ -168,6 +184,10 @@ def test_the_scenarios_cover_what_they_are_named_for() -> None:
     assert {"customer_consent", "timer_extended"} <= types["extension_with_consent"]
     assert "ruleset_migrated" in types["migrated"]
     assert len(load(GOLDEN / "migrated.json")["rulesets"]) == 2
+    recomputed = load(GOLDEN / "recomputed_holiday.json")
+    assert "deadline_recomputed" in types["recomputed_holiday"]
+    assert len({r["ruleset"] for r in recomputed["events"]}) == 1  # it stays on its version
+    assert len(recomputed["rulesets"]) == 2  # and counts on the newer calendar
 
 
 def test_the_comparison_notices_a_changed_history(golden: dict[str, Any]) -> None:

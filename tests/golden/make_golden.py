@@ -82,6 +82,7 @@ ARCHIVE = {"archive_location": "档案柜A-3", "capa": "浸漆工艺增加抽检
 #: the second rule file of the migration scenario: whole_complaint 20 working days instead
 #: of 15, and a new clock for every open complaint
 BUDGET = "extend_roles: [customer_service, department_manager]\n    duration: {working_days: "
+HOLIDAY = "    overrides:\n      - {date: 2026-03-04, kind: holiday, note: 临时停工}\n"
 NEW_TIMER = """\
   - id: customer_update
     label: {zh: 客户进度更新, en: Customer update}
@@ -117,6 +118,7 @@ class Sim:
         )
         self.number = ""
         self.punctual = punctual
+        self.instants: list[datetime] = []  # replay instants, if the scenario picks them
 
     def at(self, moment: datetime) -> Sim:
         while self.punctual and (due := self.engine.next_due()) is not None and due <= moment:
@@ -288,16 +290,48 @@ def migrated(sim: Sim) -> None:
 
 
 #: name -> (start, scenario, punctual scheduler)
+def recomputed_after_a_new_holiday(sim: Sim) -> None:
+    """Confirmed on Monday; on Tuesday a new rule version declares Wednesday a holiday and
+    the working-time clocks are recomputed on its calendar (the complaint stays on its own
+    rule version); then investigated and planned. Replayed before and after the holiday."""
+    sim.submit()
+    sim.at(local(3, 2, 9, 20)).fire("respond", CS, {"response_note": "已致电客户"})
+    sim.at(local(3, 2, 9, 40)).fire("record", CS, {"readback_confirmed": True})
+    sim.at(local(3, 2, 10)).fire("confirm", CS, ASSIGN)
+    sim.at(local(3, 2, 11)).fire("contact_customer", QA, {"contact_note": "约定寄回样品"})
+    sim.at(local(3, 3, 9))
+    anchor = "    official_through: 2026\n"
+    text = sim.engine.rules.text
+    assert text.count(anchor) == 1
+    sim.reopen(text.replace(anchor, HOLIDAY + anchor))
+    assert sim.engine.recompute_timers(QM)
+    sim.at(local(3, 6, 10)).fire("submit_report", QA, REPORT)
+    sim.at(local(3, 9, 10)).fire("propose_plan", QA, PLAN)
+    sim.instants = [local(3, 3, 9, 30), local(3, 5, 12)]
+
+
 SCENARIOS: dict[str, tuple[datetime, Callable[[Sim], None], bool]] = {
     "general_closed": (local(3, 2, 9), general_closed, True),
     "major_approvals_reopen": (local(3, 2, 9), major_with_approvals_and_reopen, True),
     "breached_clocks": (local(3, 6, 20), breached_clocks, False),
     "extension_with_consent": (local(3, 2, 9), extension_with_consent, True),
     "migrated": (local(3, 2, 9), migrated, True),
+    "recomputed_holiday": (local(3, 2, 9), recomputed_after_a_new_holiday, True),
 }
 
 
 # -- offline replay (the same as the test does) ---------------------------------------------
+
+
+def versions_named(rows: list[dict[str, Any]]) -> set[str]:
+    """The rule versions a history needs: those its events ran under, and those whose
+    calendars a recompute moved a clock to."""
+    named = {r["ruleset"] for r in rows}
+    for r in rows:
+        version = json.loads(r["payload"]).get("calendar_version")
+        if r["type"] == "deadline_recomputed" and version:
+            named.add(version)
+    return named
 
 
 def event_from_row(row: dict[str, Any]) -> HistoryEvent:
@@ -324,8 +358,9 @@ def event_from_row(row: dict[str, Any]) -> HistoryEvent:
 def remaining_with(
     compiled: dict[str, Compiled],
 ) -> Callable[[ReplayedTimer, str, datetime], timedelta | None]:
-    """Remaining time of a running clock: working time on its calendar for working units,
-    elapsed time otherwise (what ``Engine.replay`` reports)."""
+    """Remaining time of a running clock: working time on its calendar (the one of the rule
+    version a recompute moved it to, if any) for working units, elapsed time otherwise
+    (what ``Engine.replay`` reports)."""
 
     def remaining(timer: ReplayedTimer, version: str, moment: datetime) -> timedelta | None:
         if timer.due_at is None:
@@ -333,6 +368,10 @@ def remaining_with(
         rules = compiled[version]
         ctimer = rules.timers.by_id.get(timer.timer)
         cal = rules.timers.calendar_of(ctimer) if ctimer is not None else None
+        if timer.calendar_version is not None and ctimer is not None:
+            # a recompute moved the clock onto the calendars of a newer rule version
+            name = ctimer.definition.calendar or rules.rules.definition.calendar
+            cal = compiled[timer.calendar_version].calendars.get(name or "") or cal
         if str(timer.budget.get("unit", "")).startswith("working") and cal is not None:
             return cal.between(moment, timer.due_at)
         return timer.due_at - moment
@@ -367,14 +406,14 @@ def generate(
             export.export_events(engine, out, "jsonl", number=number, actor=CS)
             rows = [json.loads(line) for line in out.getvalue().splitlines()]
             assert rows and not any(r["masked"] for r in rows)
-            versions = sorted({r["ruleset"] for r in rows})
+            versions = sorted(versions_named(rows))
             from complaintflow.audit import ruleset_text
 
             rulesets = {v: ruleset_text(engine, v)[1] for v in versions}
             history = engine.history(number, CS)
             picks = [history[len(history) // 3], history[(2 * len(history)) // 3]]
             instants: list[datetime | None] = [
-                *(e.occurred_at + timedelta(minutes=30) for e in picks),
+                *(sim.instants or [e.occurred_at + timedelta(minutes=30) for e in picks]),
                 None,
             ]
             golden: dict[str, Any] = {
