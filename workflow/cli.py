@@ -56,6 +56,7 @@ from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
 from complaintflow.timeline import render_timeline
 from complaintflow.timers import Consent
+from complaintflow.verify import Finding
 from complaintflow.views import Complaint, HistoryEvent, TimerView
 
 __all__ = ["main"]
@@ -1276,20 +1277,7 @@ def audit_verify(ctx: click.Context, deep: bool, since: str | None) -> None:
     doc = {**report.to_json(), "deep": deep}
 
     def human(out: Console) -> None:
-        count = len(report.findings)
-        found = f"{count} finding{'s' if count != 1 else ''}"
-        if report.findings:
-            table = Table(title=found, title_justify="left")
-            for name in ("number", "seq", "kind", "detail"):
-                table.add_column(name, overflow="fold")
-            for f in report.findings:
-                table.add_row(
-                    Text(f.number or ""),
-                    Text("" if f.seq is None else str(f.seq)),
-                    Text(f.kind, style="red"),
-                    Text(f.detail),
-                )
-            out.print(table)
+        found = _print_findings(out, report.findings)
         verdict = "ok" if report.ok else found
         how = " (deep)" if deep else ""
         out.print(
@@ -1646,20 +1634,7 @@ def audit_check_export(ctx: click.Context, file: str, fmt: str | None) -> None:
     }
 
     def human(out: Console) -> None:
-        count = len(report.findings)
-        found = f"{count} finding{'s' if count != 1 else ''}"
-        if report.findings:
-            table = Table(title=found, title_justify="left")
-            for name in ("number", "seq", "kind", "detail"):
-                table.add_column(name, overflow="fold")
-            for f in report.findings:
-                table.add_row(
-                    Text(f.number or ""),
-                    Text("" if f.seq is None else str(f.seq)),
-                    Text(f.kind, style="red"),
-                    Text(f.detail),
-                )
-            out.print(table)
+        found = _print_findings(out, report.findings)
         line = (
             f"checked {_plural(report.rows, 'event')} of "
             f"{_plural(report.complaints, 'complaint')}, "
@@ -2390,3 +2365,22 @@ def demo(
     _emit(settings, doc, human)
     if not summary.verified_ok:
         ctx.exit(1)
+
+
+def _print_findings(out: Console, findings: Sequence[Finding]) -> str:
+    """Print verification findings as a table; return the "N findings" phrase."""
+    count = len(findings)
+    found = f"{count} finding{'s' if count != 1 else ''}"
+    if findings:
+        table = Table(title=found, title_justify="left")
+        for name in ("number", "seq", "kind", "detail"):
+            table.add_column(name, overflow="fold")
+        for f in findings:
+            table.add_row(
+                Text(f.number or ""),
+                Text("" if f.seq is None else str(f.seq)),
+                Text(f.kind, style="red"),
+                Text(f.detail),
+            )
+        out.print(table)
+    return found
