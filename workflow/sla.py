@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from complaintflow.compiled import Compiled
@@ -33,52 +34,46 @@ class TimerChange:
     payload: dict[str, Any]
 
 
+# Statements built once: executed with parameters they compile once and hit the cache.
+_SELECT_TIMERS = sa.select(T).where(T.c.complaint_id == sa.bindparam("b_complaint"))
+_DELETE_PENDING = sa.delete(D).where(
+    D.c.timer_id.in_(sa.bindparam("b_timers", expanding=True)),
+    D.c.fired_at.is_(None),
+    D.c.due_at > sa.bindparam("b_now"),
+)
+_STOP_TIMERS = (
+    sa.update(T)
+    .where(T.c.id.in_(sa.bindparam("b_timers", expanding=True)))
+    .values(status="stopped", stopped_at=sa.bindparam("b_now"))
+)
+_UPDATE_TIMER = sa.update(T).where(T.c.id == sa.bindparam("b_id"))
+_INSERT_TIMERS = sa.insert(T).returning(T.c.id, T.c.timer)
+_INSERT_DEADLINES = sa.insert(D)
+# the unique key (timer_id, kind, idx) keeps fired and already-due rows, and their indexes
+_INSERT_NEW_DEADLINES = {
+    "postgresql": postgresql.insert(D).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(D).on_conflict_do_nothing(),
+}
+
+
 def replace_deadlines(
     conn: Connection, timer_row_id: int, complaint_id: int, due: Due, now: datetime
 ) -> None:
     """Swap the pending deadlines of one timer run for freshly derived ones. Fired rows
     stay (they are history), and so do rows already due but not yet fired: a deadline that
     passed before the change still fires (late) once; nothing fires twice."""
-    conn.execute(
-        sa.delete(D).where(D.c.timer_id == timer_row_id, D.c.fired_at.is_(None), D.c.due_at > now)
-    )
-    if due.breach is None:
-        return
-    fired = {
-        (r.kind, r.idx)
-        for r in conn.execute(sa.select(D.c.kind, D.c.idx).where(D.c.timer_id == timer_row_id))
-    }
-    rows = _deadline_rows(timer_row_id, complaint_id, due, fired)
+    conn.execute(_DELETE_PENDING, {"b_timers": [timer_row_id], "b_now": now})
+    rows = _deadline_rows(timer_row_id, complaint_id, due)
     if rows:
-        conn.execute(sa.insert(D), rows)
+        conn.execute(_INSERT_NEW_DEADLINES[conn.dialect.name], rows)
 
 
-def _deadline_rows(
-    timer_row_id: int, complaint_id: int, due: Due, existing: set[tuple[str, int]]
-) -> list[dict[str, Any]]:
+def _deadline_rows(timer_row_id: int, complaint_id: int, due: Due) -> list[dict[str, Any]]:
     if due.breach is None:
         return []
-    rows = [
-        {
-            "timer_id": timer_row_id,
-            "complaint_id": complaint_id,
-            "kind": "warning",
-            "idx": idx,
-            "due_at": at,
-        }
-        for idx, at in due.warnings
-        if ("warning", idx) not in existing
-    ]
-    if ("breach", 0) not in existing:
-        rows.append(
-            {
-                "timer_id": timer_row_id,
-                "complaint_id": complaint_id,
-                "kind": "breach",
-                "idx": 0,
-                "due_at": due.breach,
-            }
-        )
+    base = {"timer_id": timer_row_id, "complaint_id": complaint_id}
+    rows = [{**base, "kind": "warning", "idx": idx, "due_at": at} for idx, at in due.warnings]
+    rows.append({**base, "kind": "breach", "idx": 0, "due_at": due.breach})
     return rows
 
 
@@ -111,29 +106,25 @@ def on_event(
     if not compiled.timers.timers:
         return []
     changes: list[TimerChange] = []
-    rows = conn.execute(sa.select(T).where(T.c.complaint_id == complaint_id)).all()
+    rows = conn.execute(_SELECT_TIMERS, {"b_complaint": complaint_id}).all()
     last_run: dict[str, int] = {}
     active: dict[str, Any] = {}
     for row in rows:
         last_run[row.timer] = max(last_run.get(row.timer, 0), row.run)
         if row.status != "stopped":
             active[row.timer] = row
+    stopped: list[int] = []
     for name, row in active.items():
         timer = compiled.timers.by_id.get(name)
         if timer is None:
             continue
-        ledger = Ledger.from_text(row.ledger)
         if kind == "transition" and (
             to_state in timer.definition.stop or trigger in timer.definition.stop_triggers
         ):
-            conn.execute(
-                sa.delete(D).where(D.c.timer_id == row.id, D.c.fired_at.is_(None), D.c.due_at > now)
-            )
-            conn.execute(
-                sa.update(T).where(T.c.id == row.id).values(status="stopped", stopped_at=now)
-            )
+            stopped.append(row.id)
             changes.append(TimerChange("stopped", {"timer": name, "run": row.run}))
             continue
+        ledger = Ledger.from_text(row.ledger)
         touched: list[str] = []
         if to_state in timer.definition.pause and not ledger.paused:
             ledger.pause(now, f"state:{to_state}")
@@ -150,20 +141,24 @@ def on_event(
                 timer, ledger, calendars(ledger.calendar, ledger.calendar_version)
             )
             conn.execute(
-                sa.update(T)
-                .where(T.c.id == row.id)
-                .values(
-                    status="paused" if ledger.paused else "running",
-                    ledger=ledger.to_text(),
-                    due_at=due.breach,
-                    provisional=due.provisional,
-                )
+                _UPDATE_TIMER,
+                {
+                    "b_id": row.id,
+                    "status": "paused" if ledger.paused else "running",
+                    "ledger": ledger.to_text(),
+                    "due_at": due.breach,
+                    "provisional": due.provisional,
+                },
             )
             replace_deadlines(conn, row.id, complaint_id, due, now)
             for what in touched:
                 changes.append(
                     TimerChange(what, {**timer_payload(timer, ledger, due), "run": row.run})
                 )
+    if stopped:
+        params = {"b_timers": stopped, "b_now": now}
+        conn.execute(_DELETE_PENDING, params)
+        conn.execute(_STOP_TIMERS, params)
     starting: list[tuple[CompiledTimer, Ledger, Due, int]] = []
     for timer in compiled.timers.timers:
         if timer.id in active or not _starts(timer, kind, trigger, from_state, to_state):
@@ -180,34 +175,32 @@ def on_event(
         )
         starting.append((timer, ledger, due, last_run.get(timer.id, 0) + 1))
     if starting:
-        ids = (
-            conn.execute(
-                sa.insert(T).returning(T.c.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "complaint_id": complaint_id,
-                        "timer": timer.id,
-                        "run": run,
-                        "status": "paused" if ledger.paused else "running",
-                        "ledger": ledger.to_text(),
-                        "due_at": due.breach,
-                        "provisional": due.provisional,
-                        "warned": 0,
-                    }
-                    for timer, ledger, due, run in starting
-                ],
-            )
-            .scalars()
-            .all()
-        )
+        # one multi-row INSERT; RETURNING order is not guaranteed, the timer id tells
+        inserted = conn.execute(
+            _INSERT_TIMERS,
+            [
+                {
+                    "complaint_id": complaint_id,
+                    "timer": timer.id,
+                    "run": run,
+                    "status": "paused" if ledger.paused else "running",
+                    "ledger": ledger.to_text(),
+                    "due_at": due.breach,
+                    "provisional": due.provisional,
+                    "warned": 0,
+                }
+                for timer, ledger, due, run in starting
+            ],
+        ).all()
+        ids = {r.timer: r.id for r in inserted}
         deadlines = []
-        for timer_row_id, (timer, ledger, due, run) in zip(ids, starting, strict=True):
-            deadlines.extend(_deadline_rows(timer_row_id, complaint_id, due, set()))
+        for timer, ledger, due, run in starting:
+            deadlines.extend(_deadline_rows(ids[timer.id], complaint_id, due))
             changes.append(
                 TimerChange("started", {**timer_payload(timer, ledger, due), "run": run})
             )
         if deadlines:
-            conn.execute(sa.insert(D), deadlines)
+            conn.execute(_INSERT_DEADLINES, deadlines)
     return changes
 
 
