@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,21 @@ class Facts:
                 self.last_time[trigger] = occurred_at
         if from_state != to_state:
             self.entered_seq = seq
+
+    def to_text(self) -> str:
+        """The summary as stored on the complaint row (``complaints.facts``)."""
+        return json.dumps({
+            "last_actor": self.last_actor, "count": self.count, "last_seq": self.last_seq,
+            "last_time": {k: v.astimezone(UTC).isoformat() for k, v in self.last_time.items()},
+            "entered_seq": self.entered_seq,
+        }, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, text: str) -> Facts:
+        raw = json.loads(text)
+        return cls(raw["last_actor"], raw["count"], raw["last_seq"],
+                   {k: datetime.fromisoformat(v) for k, v in raw["last_time"].items()},
+                   raw["entered_seq"])
 
 
 @dataclass

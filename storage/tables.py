@@ -101,6 +101,8 @@ class Complaint(Base):
     head_seq: Mapped[int] = mapped_column(Integer)
     head_hash: Mapped[str] = mapped_column(String(64))
     escalated_to: Mapped[str | None] = mapped_column(String(64))
+    #: ``Facts.to_text()`` of the history up to ``head_seq``; NULL: replay the history
+    facts: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (UniqueConstraint("scope", "seq"),)
 
 

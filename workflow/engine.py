@@ -74,6 +74,20 @@ class CommittedEvent:
 Observer = Callable[[CommittedEvent], None]
 
 
+# Hot-path statements built once; executed with parameters they compile once and are
+# found in the compiled cache (``.values(**kw)`` per call builds a new statement each time).
+_SELECT_BY_NUMBER = sa.select(C).where(C.c.number == sa.bindparam("b_number"))
+#: SET columns come from the execution parameters; b_id / b_version select the row
+_UPDATE_COMPLAINT = sa.update(C).where(C.c.id == sa.bindparam("b_id"),
+                                       C.c.version == sa.bindparam("b_version"))
+_INSERT_COMPLAINT = sa.insert(C).returning(C.c.id)
+_INSERT_EVENT = sa.insert(E)
+_INSERT_KEY = sa.insert(K)
+_SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E.c.to_state,
+                           E.c.occurred_at)
+                 .where(E.c.complaint_id == sa.bindparam("b_complaint")).order_by(E.c.seq))
+
+
 def insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> None:
     stmt: Any
     if conn.dialect.name == "postgresql":
@@ -391,12 +405,15 @@ class Engine:
             number, scope, seq = self._next_number(conn, now)
             department = _index_value(values, rules.definition.department_field)
             handler = _index_value(values, rules.definition.handler_field)
-            complaint_id = conn.execute(sa.insert(C).values(
-                number=number, scope=scope, seq=seq, ruleset=rules.version,
-                state=rules.initial, version=1, severity=severity, severity_floor=None,
-                department=department, handler=handler, received_at=now, updated_at=now,
-                fields=canonical(stored), head_seq=0, head_hash=GENESIS,
-            ).returning(C.c.id)).scalar_one()
+            facts = Facts()
+            facts.record(1, None, actor.id, None, rules.initial, now)
+            complaint_id = conn.execute(_INSERT_COMPLAINT, {
+                "number": number, "scope": scope, "seq": seq, "ruleset": rules.version,
+                "state": rules.initial, "version": 1, "severity": severity,
+                "severity_floor": None, "department": department, "handler": handler,
+                "received_at": now, "updated_at": now, "fields": canonical(stored),
+                "head_seq": 0, "head_hash": GENESIS, "facts": facts.to_text(),
+            }).scalar_one()
             scope_fields = {**values, **compiled.builtins(number, now), "severity": severity,
                             "state": rules.initial}
             changes = sla.on_event(
@@ -410,13 +427,13 @@ class Engine:
                 complaint_id=complaint_id, number=number, seq=1, prev_hash=GENESIS,
                 type="submitted", trigger=None, from_state=None, to_state=rules.initial,
                 actor=actor, now=now, payload=payload, ruleset=rules.version)
-            conn.execute(sa.insert(E).values(**row))
-            conn.execute(sa.update(C).where(C.c.id == complaint_id)
-                         .values(head_seq=1, head_hash=event.hash))
+            conn.execute(_INSERT_EVENT, row)
+            conn.execute(_UPDATE_COMPLAINT, {"b_id": complaint_id, "b_version": 1,
+                                             "head_seq": 1, "head_hash": event.hash})
             if idempotency_key is not None:
-                conn.execute(sa.insert(K).values(key=idempotency_key, fingerprint=fingerprint,
-                                                 complaint_id=complaint_id, event_seq=1,
-                                                 created_at=now))
+                conn.execute(_INSERT_KEY, {"key": idempotency_key, "fingerprint": fingerprint,
+                                           "complaint_id": complaint_id, "event_seq": 1,
+                                           "created_at": now})
         complaint = Complaint(number, rules.initial, 1, severity, values, now, now,
                               rules.version, department, handler)
         self.notify([CommittedEvent(event, complaint)])
@@ -448,7 +465,7 @@ class Engine:
             department=actor.department, data=data, expected=expected_version, comment=comment)
         now = self.now()
         with db.write(self._db, number) as conn:
-            row = conn.execute(sa.select(C).where(C.c.number == number)).first()
+            row = conn.execute(_SELECT_BY_NUMBER, {"b_number": number}).first()
             if row is None:
                 raise NotFound("complaint", number)
             earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
@@ -460,9 +477,9 @@ class Engine:
                 raise ConcurrentUpdate(number, expected_version, row.version)
             event, complaint = self.transition(conn, row, trigger, actor, data, now, comment)
             if idempotency_key is not None:
-                conn.execute(sa.insert(K).values(key=idempotency_key, fingerprint=fingerprint,
-                                                 complaint_id=row.id, event_seq=event.seq,
-                                                 created_at=now))
+                conn.execute(_INSERT_KEY, {"key": idempotency_key, "fingerprint": fingerprint,
+                                           "complaint_id": row.id, "event_seq": event.seq,
+                                           "created_at": now})
         self.notify([CommittedEvent(event, complaint)])
         return self._masked(complaint, actor.roles)
 
@@ -470,11 +487,12 @@ class Engine:
                    data: Mapping[str, Any], now: datetime,
                    comment: str | None = None) -> tuple[HistoryEvent, Complaint]:
         """Guards, machine step, timers, event and row update inside ``conn``'s transaction.
-        ``row`` is the complaint row as read in this transaction."""
+        ``row`` is the complaint row as read in this transaction (with its ``facts`` column,
+        or the history is replayed)."""
         number = row.number
         compiled = self.compiled(conn, row.ruleset)
         before = compiled.codec.decode(row.fields)
-        facts = self.facts(conn, row.id)
+        facts = self.facts_of(conn, row)
         builtins = compiled.builtins(number, row.received_at)
         step = compiled.machine.step(number, row.state, trigger, actor, before, builtins, facts,
                                      data, row.severity_floor, now)
@@ -500,16 +518,15 @@ class Engine:
             complaint_id=row.id, number=number, seq=seq, prev_hash=row.head_hash,
             type="transition", trigger=trigger, from_state=row.state, to_state=step.to_state,
             actor=actor, now=now, payload=payload, ruleset=row.ruleset)
-        updated = conn.execute(
-            sa.update(C).where(C.c.id == row.id, C.c.version == row.version).values(
-                state=step.to_state, version=seq, severity=step.severity,
-                department=department, handler=handler, updated_at=now,
-                fields=canonical(stored), head_seq=seq, head_hash=event.hash,
-            )
-        ).rowcount
+        updated = conn.execute(_UPDATE_COMPLAINT, {
+            "b_id": row.id, "b_version": row.version, "state": step.to_state, "version": seq,
+            "severity": step.severity, "department": department, "handler": handler,
+            "updated_at": now, "fields": canonical(stored), "head_seq": seq,
+            "head_hash": event.hash, "facts": facts.to_text(),
+        }).rowcount
         if updated != 1:
             raise ConcurrentUpdate(number, row.version, None)
-        conn.execute(sa.insert(E).values(**event_row))
+        conn.execute(_INSERT_EVENT, event_row)
         complaint = Complaint(number, step.to_state, seq, step.severity,
                               {k: v for k, v in step.fields.items() if v is not None},
                               row.received_at, now, row.ruleset, department, handler,
@@ -527,13 +544,14 @@ class Engine:
             trigger=None, from_state=row.state, to_state=row.state, actor=actor, now=now,
             payload={**payload, "severity": payload.get("severity", row.severity)},
             ruleset=row.ruleset)
-        updated = conn.execute(
-            sa.update(C).where(C.c.id == row.id, C.c.version == seq - 1)
-            .values(version=seq, head_seq=seq, head_hash=event.hash, updated_at=now)
-        ).rowcount
+        # trigger None and the state unchanged: the facts column stays right as it is
+        updated = conn.execute(_UPDATE_COMPLAINT, {
+            "b_id": row.id, "b_version": seq - 1, "version": seq, "head_seq": seq,
+            "head_hash": event.hash, "updated_at": now,
+        }).rowcount
         if updated != 1:
             raise ConcurrentUpdate(row.number, seq - 1, None)
-        conn.execute(sa.insert(E).values(**event_row))
+        conn.execute(_INSERT_EVENT, event_row)
         return event
 
     # -- timers ----------------------------------------------------------------------------
@@ -727,15 +745,19 @@ class Engine:
 
     @staticmethod
     def facts(conn: Connection, complaint_id: int) -> Facts:
+        """The history facts, replayed from every event of the complaint."""
         facts = Facts()
-        for ev in conn.execute(
-            sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E.c.to_state,
-                      E.c.occurred_at)
-            .where(E.c.complaint_id == complaint_id).order_by(E.c.seq)
-        ):
+        for ev in conn.execute(_SELECT_FACTS, {"b_complaint": complaint_id}):
             facts.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state,
                          ev.occurred_at)
         return facts
+
+    @classmethod
+    def facts_of(cls, conn: Connection, row: Any) -> Facts:
+        """The history facts of a complaint row: its ``facts`` column, or (NULL, written
+        before the column existed, or a row selected without it) replayed."""
+        text = getattr(row, "facts", None)
+        return Facts.from_text(text) if text is not None else cls.facts(conn, row.id)
 
     def _masked(self, complaint: Complaint, roles: tuple[str, ...] | None) -> Complaint:
         codec = self._versions[complaint.ruleset].codec
@@ -874,7 +896,7 @@ class Engine:
             fields = compiled.codec.decode(row.fields)
             return compiled.machine.options(
                 number, row.state, actor, fields, compiled.builtins(number, row.received_at),
-                self.facts(conn, row.id), row.severity_floor, now)
+                self.facts_of(conn, row), row.severity_floor, now)
 
     def next_due(self) -> datetime | None:
         """The earliest pending deadline (warning or breach), if any."""

@@ -208,6 +208,9 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
             if changes:
                 payload["timers"] = changes
             seq = row.version + 1
+            # a mapped state is a state change without a trigger: it moves entered_seq
+            facts = engine.facts_of(conn, row)
+            facts.record(seq, None, actor.id, row.state, item.target_state, now)
             event_row, event = build_event(
                 complaint_id=row.id, number=row.number, seq=seq, prev_hash=row.head_hash,
                 type="ruleset_migrated", trigger=None, from_state=row.state,
@@ -216,7 +219,8 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
             updated = conn.execute(sa.update(C).where(C.c.id == row.id,
                                                       C.c.version == row.version).values(
                 ruleset=target, state=item.target_state, version=seq, head_seq=seq,
-                head_hash=event.hash, fields=canonical(stored), updated_at=now)).rowcount
+                head_hash=event.hash, fields=canonical(stored), updated_at=now,
+                facts=facts.to_text())).rowcount
             if updated != 1:
                 raise ConcurrentUpdate(row.number, row.version, None)
             conn.execute(sa.insert(E).values(**event_row))

@@ -28,7 +28,9 @@ from complaintflow import Engine, InvalidInput, NotFound, SimulatedClock
 from complaintflow.migrate import MigrationRefused, apply, plan
 from complaintflow.rules.loader import default_rules_text
 from complaintflow.scheduler import Scheduler
+from complaintflow.states.conditions import Facts
 from complaintflow.storage.tables import Base
+from complaintflow.storage.tables import complaints as C
 from tests.conftest import new_pg_schema_url
 from tests.support import AFTER, CS, QA, QM, complaint_fields
 
@@ -194,6 +196,15 @@ def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 def active_timers(engine: Engine, number: str) -> set[str]:
     return {t.timer for t in engine.timers(number) if t.status != "stopped"}
+
+
+def assert_facts_column_matches_history(engine: Engine, number: str) -> None:
+    """``complaints.facts`` equals the facts replayed from the history (a mapped state
+    moves ``entered_seq``)."""
+    with engine.database.connect() as conn:
+        row = conn.execute(sa.select(C.c.id, C.c.facts).where(C.c.number == number)).one()
+        assert row.facts is not None and Facts.from_text(row.facts) == Engine.facts(
+            conn, row.id), number
 
 
 def assert_replay_equals_live(engine: Engine, number: str) -> None:
@@ -371,6 +382,7 @@ def test_apply_with_a_mapping_moves_every_open_complaint(world: World) -> None:
         assert timers["customer_update"].started_at == now
         assert timers["whole_complaint"].budget == 20
         assert_replay_equals_live(new, number)
+        assert_facts_column_matches_history(new, number)
     for number in world.closed:  # closed complaints are never migrated
         assert (new.get(number, CS), new.history(number, CS)) == closed_before[number]
         assert new.get(number).ruleset == old_version
@@ -392,6 +404,7 @@ def test_apply_with_a_mapping_moves_every_open_complaint(world: World) -> None:
         last = new.history(number)[-1]
         assert (last.type, last.ruleset) == ("transition", target)
         assert_replay_equals_live(new, number)
+        assert_facts_column_matches_history(new, number)
     assert new.get(followed_up).state == "closed"
     close = new.history(followed_up)[-1]
     assert (close.from_state, close.to_state) == ("followed_up", "closed")

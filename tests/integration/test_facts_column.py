@@ -1,0 +1,101 @@
+"""The history facts kept on the complaint row (``complaints.facts``, migration 0003), both
+backends: after every write they equal a replay of the whole history, a NULL column (rows
+written before 0003) falls back to the replay and is filled by the next transition, and the
+guards read the same facts either way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from complaintflow import Actor, Engine, SeparationOfDuties, SimulatedClock
+from complaintflow.scheduler import Scheduler
+from complaintflow.states.conditions import Facts
+from complaintflow.storage.tables import complaints as C
+from tests.support import AFTER, CS, GM, QA, complaint_fields
+
+APPROVER = Actor("gm.qa", ["quality", "general_manager"])  # may propose AND approve
+STEPS: list[tuple[str, Actor, dict[str, Any]]] = [
+    ("record", CS, {"readback_confirmed": True}),
+    ("confirm", CS, {"responsible_department": "quality", "handler": "wang.qa"}),
+    ("submit_report", QA, {"root_cause": "process", "responsibility": "company",
+                           "investigation_report": "绕组浸漆不良导致温升偏高"}),
+    ("propose_plan", APPROVER, {"disposal_plan": "更换电机", "disposal_measures": ["replace"]}),
+    ("approve_plan", GM, {}),
+    ("resolve", AFTER, {"disposal_result": "已更换新电机"}),
+    ("feed_back", CS, {"customer_feedback": "已电话告知客户处理结果"}),
+    ("revisit", CS, {"satisfaction_score": 60, "satisfaction": "dissatisfied",
+                     "revisit_note": "客户不满意"}),
+    ("reopen", CS, {"dispute_reason": "异响仍在"}),  # back to investigation
+]
+
+
+def stored(engine: Engine, number: str) -> tuple[str | None, Facts]:
+    """The facts column and the facts replayed from the history."""
+    with engine.database.connect() as conn:
+        row = conn.execute(sa.select(C.c.id, C.c.facts).where(C.c.number == number)).one()
+        return row.facts, Engine.facts(conn, row.id)
+
+
+def assert_column_matches_history(engine: Engine, number: str) -> None:
+    text, replayed = stored(engine, number)
+    assert text is not None
+    assert Facts.from_text(text) == replayed
+
+
+def test_the_column_equals_the_replayed_history_after_every_write(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    assert_column_matches_history(engine, number)
+    for trigger, actor, data in STEPS:
+        clock.advance(timedelta(days=6) if trigger == "revisit" else timedelta(hours=4))
+        engine.fire(number, trigger, actor, data)
+        assert_column_matches_history(engine, number)
+    assert engine.get(number).state == "investigated"
+    # non-transition events (breaches, warnings) leave the facts as they are
+    clock.advance(timedelta(days=60))
+    assert Scheduler(engine).tick().fired > 0
+    assert engine.history(number)[-1].trigger is None
+    assert_column_matches_history(engine, number)
+    text, _ = stored(engine, number)
+    facts = Facts.from_text(text or "")
+    assert facts.count["revisit"] == 1 and facts.last_actor["propose_plan"] == APPROVER.id
+    assert facts.entered_seq == len(STEPS) + 1  # the reopen
+    assert engine.verify().ok
+
+
+def test_a_null_column_is_replayed_and_filled_by_the_next_transition(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    for trigger, actor, data in STEPS[:4]:
+        clock.advance(timedelta(hours=4))
+        engine.fire(number, trigger, actor, data)
+    with engine.database.begin() as conn:
+        conn.execute(sa.update(C).where(C.c.number == number).values(facts=None))
+    # four eyes: the guards still know who proposed the plan
+    with pytest.raises(SeparationOfDuties):
+        engine.fire(number, "approve_plan", APPROVER)
+    assert stored(engine, number)[0] is None  # a refusal writes nothing
+    options = {o.trigger: o for o in engine.available_triggers(number, APPROVER)}
+    assert not options["approve_plan"].allowed
+    engine.fire(number, "approve_plan", GM)
+    assert_column_matches_history(engine, number)
+
+
+def test_text_round_trip() -> None:
+    facts = Facts()
+    facts.record(1, None, "li.na", None, "received")
+    facts.record(2, "record", "li.na", "received", "recorded",
+                 datetime(2026, 3, 2, 1, 0, 0, 123456, tzinfo=UTC))
+    facts.record(3, "note", "王芳", "recorded", "recorded",
+                 datetime(2026, 3, 2, 9, 0, tzinfo=timezone(timedelta(hours=8))))
+    again = Facts.from_text(facts.to_text())
+    assert again == facts
+    assert again.last_time["note"].utcoffset() == timedelta(0)
+    assert again.to_text() == facts.to_text()
+    assert Facts.from_text(Facts().to_text()) == Facts()
