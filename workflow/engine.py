@@ -76,7 +76,12 @@ Observer = Callable[[CommittedEvent], None]
 
 # Hot-path statements built once; executed with parameters they compile once and are
 # found in the compiled cache (``.values(**kw)`` per call builds a new statement each time).
-_SELECT_BY_NUMBER = sa.select(C).where(C.c.number == sa.bindparam("b_number"))
+#: the complaint row with its timer runs (``sla.timer_runs``), per dialect
+_SELECT_FOR_FIRE = {
+    dialect: sa.select(C, sla.timer_runs_column(dialect))
+    .where(C.c.number == sa.bindparam("b_number"))
+    for dialect in ("postgresql", "sqlite")
+}
 #: SET columns come from the execution parameters; b_id / b_version select the row
 _UPDATE_COMPLAINT = sa.update(C).where(C.c.id == sa.bindparam("b_id"),
                                        C.c.version == sa.bindparam("b_version"))
@@ -465,7 +470,8 @@ class Engine:
             department=actor.department, data=data, expected=expected_version, comment=comment)
         now = self.now()
         with db.write(self._db, number) as conn:
-            row = conn.execute(_SELECT_BY_NUMBER, {"b_number": number}).first()
+            row = conn.execute(_SELECT_FOR_FIRE[conn.dialect.name],
+                               {"b_number": number}).first()
             if row is None:
                 raise NotFound("complaint", number)
             earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
@@ -488,7 +494,7 @@ class Engine:
                    comment: str | None = None) -> tuple[HistoryEvent, Complaint]:
         """Guards, machine step, timers, event and row update inside ``conn``'s transaction.
         ``row`` is the complaint row as read in this transaction (with its ``facts`` column,
-        or the history is replayed)."""
+        or the history is replayed; with ``timer_runs``, or the timers are selected)."""
         number = row.number
         compiled = self.compiled(conn, row.ruleset)
         before = compiled.codec.decode(row.fields)
@@ -508,7 +514,8 @@ class Engine:
         changes = sla.on_event(
             conn, compiled, self.calendar_lookup(conn), row.id, kind="transition",
             trigger=trigger, from_state=row.state, to_state=step.to_state,
-            scope=compiled.scope(scope_fields, actor, facts, now), now=now)
+            scope=compiled.scope(scope_fields, actor, facts, now), now=now,
+            runs=sla.timer_runs(runs) if (runs := getattr(row, "timer_runs", None)) else None)
         payload: dict[str, Any] = {"set": applied, "severity": step.severity}
         if comment:
             payload["comment"] = comment

@@ -6,10 +6,11 @@ their pending deadlines always commit together.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,15 +18,28 @@ from sqlalchemy.engine import Connection
 
 from complaintflow.compiled import Compiled
 from complaintflow.states.conditions import Scope
+from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import timers as T
 from complaintflow.timers import CompiledTimer, Due, Ledger, timer_payload
 from complaintflow.worktime import WorkingCalendar
 
-__all__ = ["CalendarLookup", "TimerChange", "on_event", "replace_deadlines", "summarise"]
+__all__ = ["CalendarLookup", "TimerChange", "TimerRun", "on_event", "replace_deadlines",
+           "summarise", "timer_runs", "timer_runs_column"]
 
 #: (calendar name, rule-set version) -> the calendar to count on
 CalendarLookup = Callable[[str | None, str], WorkingCalendar | None]
+
+
+class TimerRun(NamedTuple):
+    """What ``on_event`` reads of one timer run."""
+
+    id: int
+    timer: str
+    run: int
+    status: str
+    ledger: str
+    breached: bool
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,12 @@ class TimerChange:
 
 
 # Statements built once: executed with parameters they compile once and hit the cache.
-_SELECT_TIMERS = sa.select(T).where(T.c.complaint_id == sa.bindparam("b_complaint"))
+_SELECT_TIMERS = (
+    sa.select(T.c.id, T.c.timer, T.c.run, T.c.status, T.c.ledger,
+              T.c.breached_at.is_not(None).label("breached"))
+    .where(T.c.complaint_id == sa.bindparam("b_complaint"))
+    .order_by(T.c.id)
+)
 _DELETE_PENDING = sa.delete(D).where(
     D.c.timer_id.in_(sa.bindparam("b_timers", expanding=True)),
     D.c.fired_at.is_(None),
@@ -54,6 +73,29 @@ _INSERT_NEW_DEADLINES = {
     "postgresql": postgresql.insert(D).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(D).on_conflict_do_nothing(),
 }
+
+
+def timer_runs_column(dialect: str) -> sa.ColumnElement[str]:
+    """A column for a SELECT of complaint rows: every timer run of the row as JSON text,
+    for ``timer_runs`` (saves ``on_event`` its own SELECT: one round trip per fire)."""
+    cells = (T.c.id, T.c.timer, T.c.run, T.c.status, T.c.ledger, T.c.breached_at.is_not(None))
+    aggregate: sa.ColumnElement[Any]
+    if dialect == "postgresql":
+        aggregate = sa.cast(sa.func.json_agg(sa.func.json_build_array(*cells)), sa.Text)
+    else:
+        aggregate = sa.func.json_group_array(sa.func.json_array(*cells))
+    return (
+        sa.select(sa.func.coalesce(aggregate, "[]"))
+        .where(T.c.complaint_id == C.c.id)
+        .scalar_subquery()
+        .label("timer_runs")
+    )
+
+
+def timer_runs(text: str) -> list[TimerRun]:
+    """The runs in a ``timer_runs_column`` value, in id order (as ``on_event`` reads them)."""
+    return sorted((TimerRun(int(i), t, int(r), st, led, bool(b))
+                   for i, t, r, st, led, b in json.loads(text)), key=lambda run: run.id)
 
 
 def replace_deadlines(
@@ -77,18 +119,6 @@ def _deadline_rows(timer_row_id: int, complaint_id: int, due: Due) -> list[dict[
     return rows
 
 
-def _starts(
-    timer: CompiledTimer, kind: str, trigger: str | None, from_state: str | None, to_state: str
-) -> bool:
-    start = timer.definition.start
-    if start.on == "receipt":
-        return kind == "receipt"
-    if start.on == "enter":
-        # receipt enters the initial state
-        return to_state in start.states and (from_state != to_state or kind == "receipt")
-    return trigger is not None and trigger in start.triggers
-
-
 def on_event(
     conn: Connection,
     compiled: Compiled,
@@ -101,12 +131,16 @@ def on_event(
     to_state: str,
     scope: Scope,
     now: datetime,
+    runs: Sequence[TimerRun] | None = None,
 ) -> list[TimerChange]:
-    """Apply the timer rules to one event; return what changed (for the event payload)."""
+    """Apply the timer rules to one event; return what changed (for the event payload).
+    ``runs``: the complaint's timer runs as read in this transaction (``timer_runs``), if
+    the caller has them; otherwise they are selected here."""
     if not compiled.timers.timers:
         return []
     changes: list[TimerChange] = []
-    rows = conn.execute(_SELECT_TIMERS, {"b_complaint": complaint_id}).all()
+    rows: Sequence[Any] = runs if runs is not None else conn.execute(
+        _SELECT_TIMERS, {"b_complaint": complaint_id}).all()
     last_run: dict[str, int] = {}
     active: dict[str, Any] = {}
     for row in rows:
@@ -133,7 +167,7 @@ def on_event(
             ledger.resume(now)
             touched.append("resumed")
         unit, amount = timer.budget_for(scope)
-        if (unit, amount) != (ledger.unit, ledger.amount) and row.breached_at is None:
+        if (unit, amount) != (ledger.unit, ledger.amount) and not row.breached:
             ledger.unit, ledger.amount = unit, amount
             touched.append("rederived")
         if touched:
@@ -160,10 +194,8 @@ def on_event(
         conn.execute(_DELETE_PENDING, params)
         conn.execute(_STOP_TIMERS, params)
     starting: list[tuple[CompiledTimer, Ledger, Due, int]] = []
-    for timer in compiled.timers.timers:
-        if timer.id in active or not _starts(timer, kind, trigger, from_state, to_state):
-            continue
-        if to_state in timer.definition.stop:
+    for timer in compiled.timers.starters(kind, trigger, from_state, to_state):
+        if timer.id in active:
             continue
         if timer.condition is not None and not timer.condition(scope):
             continue

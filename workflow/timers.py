@@ -155,10 +155,25 @@ class TimerSet:
             ))
         self.timers: tuple[CompiledTimer, ...] = tuple(compiled)
         self.by_id = {t.id: t for t in self.timers}
+        self._starters: dict[tuple[str, str | None, str | None, str],
+                             tuple[CompiledTimer, ...]] = {}
         #: a raised severity can change some clock's budget (variants read severity)
         self.severity_sensitive = any(
             "severity" in fields_read(v.when) for t in rules.definition.timers
             for v in t.variants)
+
+    def starters(self, kind: str, trigger: str | None, from_state: str | None,
+                 to_state: str) -> tuple[CompiledTimer, ...]:
+        """The timers this event starts unless already running or their condition fails
+        (worked out once per kind, trigger and states)."""
+        key = (kind, trigger, from_state, to_state)
+        found = self._starters.get(key)
+        if found is None:
+            found = self._starters[key] = tuple(
+                t for t in self.timers
+                if _starts(t, kind, trigger, from_state, to_state)
+                and to_state not in t.definition.stop)
+        return found
 
     def calendar_of(self, timer: CompiledTimer) -> WorkingCalendar | None:
         name = timer.definition.calendar or self.default_calendar
@@ -234,6 +249,18 @@ class TimerSet:
             if moment >= ledger.started_at:
                 warnings.append((index, moment))
         return Due(breach, tuple(warnings), provisional)
+
+
+def _starts(
+    timer: CompiledTimer, kind: str, trigger: str | None, from_state: str | None, to_state: str
+) -> bool:
+    start = timer.definition.start
+    if start.on == "receipt":
+        return kind == "receipt"
+    if start.on == "enter":
+        # receipt enters the initial state
+        return to_state in start.states and (from_state != to_state or kind == "receipt")
+    return trigger is not None and trigger in start.triggers
 
 
 def timer_payload(timer: CompiledTimer, ledger: Ledger, due: Due) -> dict[str, Any]:
