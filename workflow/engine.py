@@ -87,6 +87,32 @@ _UPDATE_COMPLAINT = sa.update(C).where(C.c.id == sa.bindparam("b_id"),
                                        C.c.version == sa.bindparam("b_version"))
 _INSERT_COMPLAINT = sa.insert(C).returning(C.c.id)
 _INSERT_EVENT = sa.insert(E)
+#: what a transition writes to the complaint row
+_MOVED_COLUMNS = ("state", "version", "severity", "department", "handler", "updated_at",
+                  "fields", "head_seq", "head_hash", "facts")
+
+
+def _move_and_append() -> sa.Insert:
+    """PostgreSQL: a transition's UPDATE of the complaint row (under the version check) and
+    the INSERT of its event as ONE statement, one round trip instead of two. The event is
+    inserted only if the row was updated, so the rowcount (1 or 0) is the version check."""
+    moved = (
+        sa.update(C)
+        .where(C.c.id == sa.bindparam("b_id"), C.c.version == sa.bindparam("b_version"))
+        .values({name: sa.bindparam(f"c_{name}", type_=C.c[name].type)
+                 for name in _MOVED_COLUMNS})
+        .returning(C.c.id)
+        .cte("moved")
+    )
+    columns = [c for c in E.c if c.name != "id"]
+    values = [moved.c.id if c.name == "complaint_id" else
+              sa.bindparam(f"e_{c.name}", type_=c.type) for c in columns]
+    return sa.insert(E).from_select([c.name for c in columns],
+                                    sa.select(*values).select_from(moved))
+
+
+#: an INSERT's rowcount is kept only on request
+_MOVE_AND_APPEND = _move_and_append().execution_options(preserve_rowcount=True)
 _INSERT_KEY = sa.insert(K)
 _SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E.c.to_state,
                            E.c.occurred_at)
@@ -525,15 +551,26 @@ class Engine:
             complaint_id=row.id, number=number, seq=seq, prev_hash=row.head_hash,
             type="transition", trigger=trigger, from_state=row.state, to_state=step.to_state,
             actor=actor, now=now, payload=payload, ruleset=row.ruleset)
-        updated = conn.execute(_UPDATE_COMPLAINT, {
-            "b_id": row.id, "b_version": row.version, "state": step.to_state, "version": seq,
-            "severity": step.severity, "department": department, "handler": handler,
-            "updated_at": now, "fields": canonical(stored), "head_seq": seq,
-            "head_hash": event.hash, "facts": facts.to_text(),
-        }).rowcount
-        if updated != 1:
-            raise ConcurrentUpdate(number, row.version, None)
-        conn.execute(_INSERT_EVENT, event_row)
+        moved = {
+            "state": step.to_state, "version": seq, "severity": step.severity,
+            "department": department, "handler": handler, "updated_at": now,
+            "fields": canonical(stored), "head_seq": seq, "head_hash": event.hash,
+            "facts": facts.to_text(),
+        }
+        if conn.dialect.name == "postgresql":
+            updated = conn.execute(_MOVE_AND_APPEND, {
+                "b_id": row.id, "b_version": row.version,
+                **{f"c_{k}": v for k, v in moved.items()},
+                **{f"e_{k}": v for k, v in event_row.items() if k != "complaint_id"},
+            }).rowcount
+            if updated != 1:
+                raise ConcurrentUpdate(number, row.version, None)
+        else:
+            updated = conn.execute(_UPDATE_COMPLAINT,
+                                   {"b_id": row.id, "b_version": row.version, **moved}).rowcount
+            if updated != 1:
+                raise ConcurrentUpdate(number, row.version, None)
+            conn.execute(_INSERT_EVENT, event_row)
         complaint = Complaint(number, step.to_state, seq, step.severity,
                               {k: v for k, v in step.fields.items() if v is not None},
                               row.received_at, now, row.ruleset, department, handler,
