@@ -65,6 +65,15 @@ _STOP_TIMERS = (
     .where(T.c.id.in_(sa.bindparam("b_timers", expanding=True)))
     .values(status="stopped", stopped_at=sa.bindparam("b_now"))
 )
+
+_STOPPED = _STOP_TIMERS.returning(T.c.id).cte("stopped")
+#: PostgreSQL: both of the above in one statement (one round trip)
+_STOP_TIMERS_AND_DEADLINES = (
+    sa.delete(D)
+    .where(D.c.timer_id.in_(sa.select(_STOPPED.c.id)), D.c.fired_at.is_(None),
+           D.c.due_at > sa.bindparam("b_now"))
+    .add_cte(_STOPPED)
+)
 _UPDATE_TIMER = sa.update(T).where(T.c.id == sa.bindparam("b_id"))
 _INSERT_TIMERS = sa.insert(T).returning(T.c.id, T.c.timer)
 _INSERT_DEADLINES = sa.insert(D)
@@ -191,8 +200,11 @@ def on_event(
                 )
     if stopped:
         params = {"b_timers": stopped, "b_now": now}
-        conn.execute(_DELETE_PENDING, params)
-        conn.execute(_STOP_TIMERS, params)
+        if conn.dialect.name == "postgresql":
+            conn.execute(_STOP_TIMERS_AND_DEADLINES, params)
+        else:
+            conn.execute(_DELETE_PENDING, params)
+            conn.execute(_STOP_TIMERS, params)
     starting: list[tuple[CompiledTimer, Ledger, Due, int]] = []
     for timer in compiled.timers.starters(kind, trigger, from_state, to_state):
         if timer.id in active:
