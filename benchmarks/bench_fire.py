@@ -12,7 +12,10 @@ For each backend, in one run and on the SAME database:
   transaction), measured before and after the engine run; the mean of the two is the limit;
 * raw, engine-shaped: transactions of the shape a fire cannot avoid (SELECT the row, SELECT
   its history, INSERT an event, UPDATE the row under a version check) through the same bare
-  driver: what the storage allows with no Python logic and no SQLAlchemy.
+  driver: what the storage allows with no Python logic and no SQLAlchemy;
+* SQLAlchemy floor: the three statements every fire issues (SELECT the row, UPDATE it under
+  the version check, INSERT the event) through SQLAlchemy Core on the engine's own pool, with
+  no engine logic: what the storage layer the engine is built on allows.
 
 SQLite uses a fresh file in a fresh temporary directory; PostgreSQL a fresh schema
 (``bench_<hex>``), dropped afterwards. ``--profile`` adds a cProfile pass (not timed) that
@@ -62,7 +65,10 @@ from benchmarks._common import (  # noqa: E402
     write_section,
 )
 from complaintflow import Actor, Engine, SimulatedClock  # noqa: E402
+from complaintflow.storage import db  # noqa: E402
 from complaintflow.storage.db import SQLITE_BUSY_TIMEOUT_MS  # noqa: E402
+from complaintflow.storage.tables import complaints as C  # noqa: E402
+from complaintflow.storage.tables import events as E  # noqa: E402
 from tests.support import AFTER, CS, GM, QA, complaint_fields  # noqa: E402
 
 TARGET = 0.25
@@ -375,6 +381,36 @@ SHAPE_DOC = (
     f"({SHAPE_COMPLAINTS:,} scratch complaints starting with {SHAPE_EVENTS} events each)"
 )
 
+FLOOR_DOC = (
+    "the three statements every fire issues, through portable SQLAlchemy Core on the engine's own "
+    "connection pool and tables, with no engine logic (values computed beforehand): in one "
+    "write transaction (BEGIN IMMEDIATE on SQLite), SELECT the complaint row by number, "
+    "UPDATE it with a version check, INSERT one event (copied from its first, a new seq)"
+)
+
+
+def sqlalchemy_floor(engine: Engine, numbers: list[str], seconds: float, min_rows: int) -> Raw:
+    """Transactions of a fire's minimal shape through SQLAlchemy Core (``FLOOR_DOC``), on the
+    complaints the engine run closed: what the storage layer costs before any engine logic."""
+    select = sa.select(C).where(C.c.number == sa.bindparam("b_number"))
+    update = sa.update(C).where(C.c.id == sa.bindparam("b_id"),
+                                C.c.version == sa.bindparam("b_version"))
+    insert = sa.insert(E)
+    with engine.database.connect() as conn:
+        first = conn.execute(sa.select(E).where(E.c.seq == 1).limit(1)).mappings().one()
+    template = {k: v for k, v in first.items() if k != "id"}
+
+    def transaction(i: int) -> None:
+        number = numbers[i % len(numbers)]
+        with db.write(engine.database, number) as conn:
+            row = conn.execute(select, {"b_number": number}).one()
+            seq = row.version + 1
+            conn.execute(update, {"b_id": row.id, "b_version": row.version, "version": seq,
+                                  "head_seq": seq})
+            conn.execute(insert, {**template, "complaint_id": row.id, "seq": seq})
+
+    return _raw_loop(transaction, seconds, min_rows)
+
 
 # -- fresh databases ------------------------------------------------------------------------
 
@@ -423,6 +459,7 @@ class Result:
     raw_before: Raw | None = None
     raw_after: Raw | None = None
     shape: Raw | None = None
+    floor: Raw | None = None
     load_before: str = ""
     load_after: str = ""
     profile: list[tuple[str, float]] = field(default_factory=list)
@@ -626,6 +663,9 @@ def run_backend(backend: str, args: argparse.Namespace, console: Console) -> Res
             result.raw_after = raw(args.raw_seconds, args.raw_min_rows)
             console.print(f"  raw engine-shaped transactions for {args.raw_seconds:g} s")
             result.shape = raw(args.raw_seconds, args.raw_min_rows, shape=True)
+            console.print(f"  SQLAlchemy floor transactions for {args.raw_seconds:g} s")
+            result.floor = sqlalchemy_floor(engine, numbers, args.raw_seconds,
+                                            args.raw_min_rows)
             result.load_after = load_average()
             closed = engine.find(state="closed", limit=1).total
             if closed != complaints + 1:
@@ -657,6 +697,8 @@ def _row(r: Result) -> list[str]:
         f"{r.ratio:.1%}",
         f"{r.shape.rate:,.0f} ({r.shape.rate / r.raw_rate:.0%} of raw)" if r.shape else "–",
         f"{r.rate / r.shape.rate:.1%}" if r.shape else "–",
+        f"{r.floor.rate:,.0f} ({r.floor.rate / r.raw_rate:.1%} of raw)" if r.floor else "–",
+        f"{r.floor.cpu_seconds / r.floor.rows * 1000:.2f}" if r.floor else "–",
     ]
 
 
@@ -672,6 +714,8 @@ HEADERS = (
     "engine ÷ raw",
     "raw engine-shaped txn/s",
     "engine ÷ shaped",
+    "SQLAlchemy floor txn/s",
+    "floor client CPU ms/txn",
     f"engine ≥ {TARGET:.0%} of raw",
 )
 
@@ -705,7 +749,8 @@ def markdown(results: list[Result], args: argparse.Namespace) -> str:
         f"--complaints {args.complaints} --write" + (" --profile" if args.profile else "") + "` "
         f"({len(PLAN)} fires per complaint; raw rate = mean of {args.raw_seconds:g} s before "
         f"and {args.raw_seconds:g} s after the engine run, same database; raw engine-shaped "
-        f"= {SHAPE_DOC}, {args.raw_seconds:g} s). Code: {code_identity()}.",
+        f"= {SHAPE_DOC}, {args.raw_seconds:g} s; SQLAlchemy floor = {FLOOR_DOC}, "
+        f"{args.raw_seconds:g} s). Code: {code_identity()}.",
         "",
         "| " + " | ".join(HEADERS) + " | submit/s | load avg before → after |",
         "|---|" + "--:|" * (len(HEADERS) - 2) + ":-:|--:|---|",
