@@ -393,8 +393,9 @@ def sqlalchemy_floor(engine: Engine, numbers: list[str], seconds: float, min_row
     """Transactions of a fire's minimal shape through SQLAlchemy Core (``FLOOR_DOC``), on the
     complaints the engine run closed: what the storage layer costs before any engine logic."""
     select = sa.select(C).where(C.c.number == sa.bindparam("b_number"))
-    update = sa.update(C).where(C.c.id == sa.bindparam("b_id"),
-                                C.c.version == sa.bindparam("b_version"))
+    update = sa.update(C).where(
+        C.c.id == sa.bindparam("b_id"), C.c.version == sa.bindparam("b_version")
+    )
     insert = sa.insert(E)
     with engine.database.connect() as conn:
         first = conn.execute(sa.select(E).where(E.c.seq == 1).limit(1)).mappings().one()
@@ -405,8 +406,9 @@ def sqlalchemy_floor(engine: Engine, numbers: list[str], seconds: float, min_row
         with db.write(engine.database, number) as conn:
             row = conn.execute(select, {"b_number": number}).one()
             seq = row.version + 1
-            conn.execute(update, {"b_id": row.id, "b_version": row.version, "version": seq,
-                                  "head_seq": seq})
+            conn.execute(
+                update, {"b_id": row.id, "b_version": row.version, "version": seq, "head_seq": seq}
+            )
             conn.execute(insert, {**template, "complaint_id": row.id, "seq": seq})
 
     return _raw_loop(transaction, seconds, min_rows)
@@ -664,8 +666,7 @@ def run_backend(backend: str, args: argparse.Namespace, console: Console) -> Res
             console.print(f"  raw engine-shaped transactions for {args.raw_seconds:g} s")
             result.shape = raw(args.raw_seconds, args.raw_min_rows, shape=True)
             console.print(f"  SQLAlchemy floor transactions for {args.raw_seconds:g} s")
-            result.floor = sqlalchemy_floor(engine, numbers, args.raw_seconds,
-                                            args.raw_min_rows)
+            result.floor = sqlalchemy_floor(engine, numbers, args.raw_seconds, args.raw_min_rows)
             result.load_after = load_average()
             closed = engine.find(state="closed", limit=1).total
             if closed != complaints + 1:
