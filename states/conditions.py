@@ -28,9 +28,14 @@ class Facts:
     last_seq: dict[str, int] = field(default_factory=dict)
     last_time: dict[str, datetime] = field(default_factory=dict)
     entered_seq: int = 0  # the event that entered the current state
+    #: the last event folded in: a stored summary behind the complaint's version is caught
+    #: up from the events after it (a writer that does not keep the column, e.g. an older
+    #: release still running during an upgrade). Bookkeeping, not a fact: not compared.
+    through: int = field(default=0, compare=False)
 
     def record(self, seq: int, trigger: str | None, actor_id: str, from_state: str | None,
                to_state: str, occurred_at: datetime | None = None) -> None:
+        self.through = max(self.through, seq)
         if trigger is not None:
             self.last_actor[trigger] = actor_id
             self.count[trigger] = self.count.get(trigger, 0) + 1
@@ -45,7 +50,7 @@ class Facts:
         return json.dumps({
             "last_actor": self.last_actor, "count": self.count, "last_seq": self.last_seq,
             "last_time": {k: v.astimezone(UTC).isoformat() for k, v in self.last_time.items()},
-            "entered_seq": self.entered_seq,
+            "entered_seq": self.entered_seq, "through": self.through,
         }, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -53,7 +58,7 @@ class Facts:
         raw = json.loads(text)
         return cls(raw["last_actor"], raw["count"], raw["last_seq"],
                    {k: datetime.fromisoformat(v) for k, v in raw["last_time"].items()},
-                   raw["entered_seq"])
+                   raw["entered_seq"], raw.get("through", 0))
 
 
 @dataclass

@@ -116,7 +116,8 @@ _MOVE_AND_APPEND = _move_and_append().execution_options(preserve_rowcount=True)
 _INSERT_KEY = sa.insert(K)
 _SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E.c.to_state,
                            E.c.occurred_at)
-                 .where(E.c.complaint_id == sa.bindparam("b_complaint")).order_by(E.c.seq))
+                 .where(E.c.complaint_id == sa.bindparam("b_complaint"),
+                        E.c.seq > sa.bindparam("b_after")).order_by(E.c.seq))
 
 
 def insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> None:
@@ -450,7 +451,7 @@ class Engine:
             changes = sla.on_event(
                 conn, compiled, self.calendar_lookup(conn), complaint_id, kind="receipt",
                 trigger=None, from_state=None, to_state=rules.initial,
-                scope=compiled.scope(scope_fields, actor, Facts(), now), now=now)
+                scope=compiled.scope(scope_fields, actor, Facts(), now), now=now, runs=[])
             payload: dict[str, Any] = {"number": number, "fields": stored, "severity": severity}
             if changes:
                 payload["timers"] = sla.summarise(changes)
@@ -788,20 +789,29 @@ class Engine:
     # -- reading ---------------------------------------------------------------------------
 
     @staticmethod
-    def facts(conn: Connection, complaint_id: int) -> Facts:
-        """The history facts, replayed from every event of the complaint."""
-        facts = Facts()
-        for ev in conn.execute(_SELECT_FACTS, {"b_complaint": complaint_id}):
+    def facts(conn: Connection, complaint_id: int, start: Facts | None = None) -> Facts:
+        """The history facts, replayed from every event of the complaint (or, given
+        ``start``, from the events after ``start.through`` onto it)."""
+        facts = start if start is not None else Facts()
+        for ev in conn.execute(_SELECT_FACTS, {"b_complaint": complaint_id,
+                                               "b_after": facts.through}):
             facts.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state,
                          ev.occurred_at)
         return facts
 
     @classmethod
     def facts_of(cls, conn: Connection, row: Any) -> Facts:
-        """The history facts of a complaint row: its ``facts`` column, or (NULL, written
-        before the column existed, or a row selected without it) replayed."""
+        """The history facts of a complaint row: its ``facts`` column, caught up with any
+        events after the last one it folded in (appended by a writer that does not keep the
+        column), or replayed in full (NULL: written before the column existed, or a row
+        selected without it)."""
         text = getattr(row, "facts", None)
-        return Facts.from_text(text) if text is not None else cls.facts(conn, row.id)
+        if text is None:
+            return cls.facts(conn, row.id)
+        facts = Facts.from_text(text)
+        if facts.through < row.version:
+            facts = cls.facts(conn, row.id, facts)
+        return facts
 
     def _masked(self, complaint: Complaint, roles: tuple[str, ...] | None) -> Complaint:
         codec = self._versions[complaint.ruleset].codec

@@ -99,3 +99,46 @@ def test_text_round_trip() -> None:
     assert again.last_time["note"].utcoffset() == timedelta(0)
     assert again.to_text() == facts.to_text()
     assert Facts.from_text(Facts().to_text()) == Facts()
+
+
+def test_a_column_left_behind_by_another_writer_is_caught_up_from_the_events_after_it(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    """A writer that does not keep the column (an older release still running while the
+    database is upgraded) appends a transition and leaves the column as it was: the next
+    fire folds in the events after the column's last one, so the guards still see it."""
+    number = engine.submit(complaint_fields(), CS).number
+    for trigger, actor, data in STEPS[:4]:  # propose_plan by gm.qa
+        clock.advance(timedelta(hours=4))
+        engine.fire(number, trigger, actor, data)
+    behind, _ = stored(engine, number)
+    clock.advance(timedelta(hours=1))
+    engine.fire(number, "propose_plan", QA, {"disposal_plan": "维修电机",
+                                             "disposal_measures": ["repair"]})  # wang.qa
+    with engine.database.begin() as conn:  # what the other writer leaves on the row
+        conn.execute(sa.update(C).where(C.c.number == number).values(facts=behind))
+    # gm.qa may approve only because wang.qa proposed last, which the column does not say
+    engine.fire(number, "approve_plan", APPROVER)
+    assert_column_matches_history(engine, number)
+    text, _ = stored(engine, number)
+    facts = Facts.from_text(text or "")
+    assert facts.count["propose_plan"] == 2 and facts.through == engine.get(number).version
+
+
+def test_a_stale_column_never_lets_the_last_proposer_approve(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    for trigger, actor, data in STEPS[:3]:
+        clock.advance(timedelta(hours=4))
+        engine.fire(number, trigger, actor, data)
+    engine.fire(number, "propose_plan", QA, {"disposal_plan": "维修电机",
+                                             "disposal_measures": ["repair"]})
+    behind, _ = stored(engine, number)
+    engine.fire(number, "propose_plan", APPROVER, {"disposal_plan": "更换电机",
+                                                  "disposal_measures": ["replace"]})
+    with engine.database.begin() as conn:
+        conn.execute(sa.update(C).where(C.c.number == number).values(facts=behind))
+    with pytest.raises(SeparationOfDuties):
+        engine.fire(number, "approve_plan", APPROVER)
+    assert stored(engine, number)[0] == behind  # a refusal writes nothing
