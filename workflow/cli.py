@@ -483,14 +483,28 @@ def make_actor(
     return Actor(actor_id, names, department)
 
 
+#: ``loaded_by`` of a rule set the CLI stores when nobody is named as the actor.
+CLI_LOADED_BY = "complaintflow cli"
+
+
+def _loaded_by(actor: Actor | None) -> str:
+    """Who loads a rule file: the acting person, else ``COMPLAINTFLOW_ACTOR`` (commands
+    without ``--actor``), else the CLI itself."""
+    if actor is not None:
+        return actor.id
+    return os.environ.get("COMPLAINTFLOW_ACTOR", "").strip() or CLI_LOADED_BY
+
+
 @contextlib.contextmanager
-def open_engine(settings: Settings) -> Iterator[Engine]:
+def open_engine(settings: Settings, actor: Actor | None = None) -> Iterator[Engine]:
+    """The engine on ``--db`` with ``--rules``; a rule file it stores for the first time is
+    recorded as loaded by ``actor``."""
     try:
         sa.make_url(settings.db)
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise CommandFailed(f"cannot use database {settings.db!r}: {exc}") from None
     try:
-        engine = Engine.open(settings.db, rules=settings.rules, loaded_by="complaintflow cli")
+        engine = Engine.open(settings.db, rules=settings.rules, loaded_by=_loaded_by(actor))
     except (sa.exc.ArgumentError, ImportError) as exc:  # no such dialect or driver
         raise CommandFailed(f"cannot use database {_shown_url(settings.db)!r}: {exc}") from None
     try:
@@ -663,7 +677,7 @@ def submit(
         data.update(loaded)
     if not fields and data_file is None:
         raise click.UsageError("give the complaint with --field KEY=VALUE or --file DATA.json")
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         data.update(parse_assignments(fields, engine.rules, "--field"))
         complaint = engine.submit(data, actor, idempotency_key=idempotency_key)
         _emit(
@@ -709,7 +723,7 @@ def fire(
     settings = _settings(ctx)
     actor = make_actor(actor_id, roles, department, required=True)
     assert actor is not None
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         data = parse_assignments(values, engine.rules, "--set")
         complaint = engine.fire(
             number,
@@ -753,7 +767,7 @@ def show(
     """One complaint as the actor may see it, and what the actor may do next."""
     settings = _settings(ctx)
     actor = make_actor(actor_id, roles, department, required=False)
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         complaint = engine.get(number, actor)
         options = engine.available_triggers(number, actor) if actor is not None else None
         rules = engine.rules
@@ -847,7 +861,7 @@ def history(
     """The timeline of a complaint (personal data masked unless the actor may read it)."""
     settings = _settings(ctx)
     actor = make_actor(actor_id, roles, department, required=False)
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         events = engine.history(number, actor)
         rules = engine.rules
         zone = _zone(engine)
@@ -909,7 +923,7 @@ def list_(
     """One page of complaints matching every filter, oldest first, with the total."""
     settings = _settings(ctx)
     actor = make_actor(actor_id, roles, None, required=False)
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         rules = engine.rules
         for state in states:
             _check_choice(ctx, "--state", state, tuple(rules.states))
@@ -1096,13 +1110,21 @@ def rules_list(ctx: click.Context) -> None:
 @click.argument("hash_prefix", metavar="HASH")
 @click.pass_context
 def rules_show(ctx: click.Context, hash_prefix: str) -> None:
-    """Print the stored text of a rule-set version (HASH: at least 6 characters)."""
+    """Print the stored text of a rule-set version (HASH: at least 6 characters); who loaded
+    it and when goes to stderr, so that stdout is the file as it was loaded."""
     settings = _settings(ctx)
     with open_engine(settings) as engine:
         full, text = audit.ruleset_text(engine, hash_prefix)
+        info = next(i for i in audit.rulesets(engine) if i.hash == full)
+        zone = _zone(engine)
     if settings.json:
-        click.echo(_dumps({"hash": full, "text": text}))
+        click.echo(_dumps({**_localise(info.to_json(), ("loaded_at",), zone), "text": text}))
     else:
+        click.echo(
+            f"rule set {full[:12]} ({info.name}, {info.source}): loaded "
+            f"{_local(info.loaded_at, zone)} by {info.loaded_by or 'unknown'}",
+            err=True,
+        )
         click.echo(text, nl=not text.endswith("\n"))
 
 
@@ -1199,7 +1221,7 @@ def rules_migrate(
     settings = _settings(ctx)
     state_map = _state_map(mappings)
     actor = make_actor(actor_id, roles, department, required=not dry_run)
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         full, _ = audit.ruleset_text(engine, target)
         selection: dict[str, Any] = {
             "states": list(states) or None,
@@ -1433,7 +1455,7 @@ def audit_replay(
     settings = _settings(ctx)
     moment = parse_time(at_text, "--at")
     actor = make_actor(actor_id, roles, department, required=False)
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         zone = _zone(engine)
         replayed = engine.replay(number, _aware(moment, zone), actor)
         with db.read(engine.database) as conn:
@@ -1561,7 +1583,7 @@ def audit_export(
     actor = make_actor(actor_id, roles, department, required=False)
     fmt = _export_format(fmt, output)
     to_stdout = output == "-"
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         zone = _zone(engine)
         if number is not None:
             engine.get(number)  # no complaint: an error before any file is created
@@ -1674,7 +1696,7 @@ def audit_timeline(
     settings = _settings(ctx)
     moment = parse_time(at_text, "--at")
     actor = make_actor(actor_id, roles, department, required=False)
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         page = render_timeline(engine, number, actor, _aware(moment, _zone(engine)))
     if output == "-":
         click.echo(page, nl=False)
@@ -1808,7 +1830,7 @@ def timers_recompute(
     prints one row per changed deadline."""
     settings = _settings(ctx)
     actor = make_actor(actor_id, roles, department, required=False)
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         changes = engine.recompute_timers(actor)
         zone = _zone(engine)
     doc = {
@@ -1887,7 +1909,7 @@ def timers_extend(
     given = parse_time(consent_at, "--consent-at")
     actor = make_actor(actor_id, roles, department, required=True)
     assert actor is not None and given is not None
-    with open_engine(settings) as engine:
+    with open_engine(settings, actor) as engine:
         zone = _zone(engine)
         consent = Consent(
             consent_by, _aware(given, zone) or given, consent_channel, consent_reason or reason
