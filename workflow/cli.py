@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -32,6 +33,7 @@ from rich.text import Text
 
 from complaintflow import audit, migrate
 from complaintflow.actor import Actor
+from complaintflow.clock import SimulatedClock
 from complaintflow.demo import (
     DOWNTIME,
     REFUSAL_KINDS,
@@ -91,6 +93,9 @@ class Settings:
     db: str
     rules: Path | None
     json: bool
+    #: ``--now``: the fixed instant every command runs at (naive: the rules' time zone),
+    #: or ``None`` for the system clock.
+    now: datetime | None = None
 
 
 class CommandFailed(Exception):
@@ -497,14 +502,22 @@ def _loaded_by(actor: Actor | None) -> str:
 
 @contextlib.contextmanager
 def open_engine(settings: Settings, actor: Actor | None = None) -> Iterator[Engine]:
-    """The engine on ``--db`` with ``--rules``; a rule file it stores for the first time is
-    recorded as loaded by ``actor``."""
+    """The engine on ``--db`` with ``--rules``, on a clock fixed at ``--now`` if given; a
+    rule file it stores for the first time is recorded as loaded by ``actor``."""
     try:
         sa.make_url(settings.db)
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise CommandFailed(f"cannot use database {settings.db!r}: {exc}") from None
+    rules: RuleSet | Path | None = settings.rules
+    clock: SimulatedClock | None = None
+    if settings.now is not None:
+        moment = settings.now
+        if moment.tzinfo is None:  # needs the rules' zone: load them once, here
+            ruleset = load_rules(settings.rules)
+            rules, moment = ruleset, moment.replace(tzinfo=ZoneInfo(ruleset.definition.timezone))
+        clock = SimulatedClock(moment)
     try:
-        engine = Engine.open(settings.db, rules=settings.rules, loaded_by=_loaded_by(actor))
+        engine = Engine.open(settings.db, rules=rules, clock=clock, loaded_by=_loaded_by(actor))
     except (sa.exc.ArgumentError, ImportError) as exc:  # no such dialect or driver
         raise CommandFailed(f"cannot use database {_shown_url(settings.db)!r}: {exc}") from None
     try:
@@ -544,11 +557,22 @@ def _check_choice(ctx: click.Context, option: str, value: str, known: Sequence[s
 @click.option(
     "--json", "as_json", is_flag=True, help="Machine output: one JSON document on stdout."
 )
+@click.option(
+    "--now",
+    "now_text",
+    envvar="COMPLAINTFLOW_NOW",
+    metavar="ISO",
+    help="Run on a clock stopped at this instant instead of the system clock, e.g. where "
+    "the demo stopped (naive: the rules' time zone) [env COMPLAINTFLOW_NOW].",
+)
 @click.version_option(package_name="complaintflow", prog_name="complaintflow")
 @click.pass_context
-def main(ctx: click.Context, db: str, rules: Path | None, as_json: bool) -> None:
+def main(
+    ctx: click.Context, db: str, rules: Path | None, as_json: bool, now_text: str | None
+) -> None:
     """Customer complaints as state machines guarded by a YAML rule file."""
     ctx.obj = Settings(database_url(db), rules, as_json)
+    ctx.obj.now = parse_time(now_text or None, "--now")
 
 
 # -- init, db -------------------------------------------------------------------------------
@@ -2070,6 +2094,11 @@ def scheduler_run(
     something to stderr. Several may run at once, on one host or many: each deadline
     fires once."""
     settings = _settings(ctx)
+    if settings.now is not None:
+        raise click.UsageError(
+            "--now stops the clock, and `scheduler run` waits for time to pass; use "
+            "`scheduler tick` to fire what is due at that instant"
+        )
     if min_interval > max_interval:
         raise click.BadParameter(
             f"{min_interval} is more than --max-interval {max_interval}",
@@ -2279,6 +2308,10 @@ def demo(
     Always uses the shipped rules and its own database (not the global --db/--rules)."""
     settings = _settings(ctx)
     settings.json = settings.json or as_json
+    if settings.now is not None:
+        raise click.UsageError(
+            "the demo runs on its own simulated clock; leave out --now (or COMPLAINTFLOW_NOW)"
+        )
     if "://" in str(db_path):
         raise click.BadParameter("a file path, not a URL", param_hint="--db")
     if not force and not is_demo_database(db_path):
@@ -2298,10 +2331,13 @@ def demo(
 
             summary = run_demo(engine, count, seed, progress, clock=clock)
         rules = engine.rules
+        first = engine.find(limit=1).items[0]
     finally:
         engine.close()
     where = str(db_path.resolve())
-    doc = {**summary.to_json(), "database": where}
+    zone = ZoneInfo(rules.definition.timezone)
+    after = _auditor_commands(db_path, summary.ended_at, first, zone)
+    doc = {**summary.to_json(), "database": where, "auditor": after}
 
     def human(out: Console) -> None:
         states = Table(title="complaints by state", title_justify="left")
@@ -2345,7 +2381,6 @@ def demo(
             activity.add_row(what, str(n))
         out.print(activity)
         out.print(_demo_clocks(summary, rules))
-        zone = ZoneInfo(rules.definition.timezone)
         down_from, down_until = DOWNTIME
         lateness = f"max lateness {_span(summary.max_lateness)}"
         if summary.max_lateness > SCHEDULER_POLL:
@@ -2380,13 +2415,40 @@ def demo(
                 style="green" if summary.verified_ok else "bold red",
             )
         )
+        out.print(Text(f"database: {where}"))
         out.print(
-            Text(f"database: {where}  (try: complaintflow --db {db_path} timers list --breached)")
+            Text(
+                f"the demo stopped its clock at {after['now']}; on the wall clock every deadline "
+                "since then looks missed, so run on the demo's clock:",
+                style="bold",
+            )
         )
+        for command in after["commands"]:
+            out.print(Text(f"  {command}"))
 
     _emit(settings, doc, human)
     if not summary.verified_ok:
         ctx.exit(1)
+
+
+def _auditor_commands(
+    db_path: Path, ended: datetime, sample: Complaint, zone: ZoneInfo
+) -> dict[str, Any]:
+    """What an auditor runs on a finished demo database: every command on the clock the demo
+    stopped at (``--now``), one complaint replayed half way through its life."""
+    now = _local(ended, zone)
+    midway = sample.received_at + (ended - sample.received_at) / 2
+    at = midway.astimezone(zone).replace(second=0, microsecond=0).isoformat(timespec="minutes")
+    prefix = f"complaintflow --db {shlex.quote(str(db_path))} --now {now}"
+    return {
+        "now": now,
+        "commands": [
+            f"{prefix} audit verify --deep",
+            f"{prefix} timers list --breached",
+            f"{prefix} audit replay {sample.number} --at {at}",
+            f"{prefix} rules list",
+        ],
+    }
 
 
 def _print_findings(out: Console, findings: Sequence[Finding]) -> str:
