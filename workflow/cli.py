@@ -1220,6 +1220,16 @@ def _migration_table(items: Sequence[MigrationItem], title: str) -> Table:
     "--number", "numbers", multiple=True, metavar="N", help="Only complaint N; repeatable."
 )
 @click.option(
+    "--where",
+    "conditions",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only complaints with KEY=VALUE; KEY is one of "
+    + ", ".join(migrate.WHERE_KEYS)
+    + " (received_*: ISO times, naive in the rules' time zone). Repeatable: values of one "
+    "key are alternatives, different keys must all hold.",
+)
+@click.option(
     "--map",
     "mappings",
     multiple=True,
@@ -1234,6 +1244,7 @@ def rules_migrate(
     dry_run: bool,
     states: tuple[str, ...],
     numbers: tuple[str, ...],
+    conditions: tuple[str, ...],
     mappings: tuple[str, ...],
     actor_id: str | None,
     roles: tuple[str, ...],
@@ -1244,6 +1255,7 @@ def rules_migrate(
     move safely."""
     settings = _settings(ctx)
     state_map = _state_map(mappings)
+    where = migrate.parse_where(conditions)
     actor = make_actor(actor_id, roles, department, required=not dry_run)
     with open_engine(settings, actor) as engine:
         full, _ = audit.ruleset_text(engine, target)
@@ -1251,6 +1263,7 @@ def rules_migrate(
             "states": list(states) or None,
             "numbers": list(numbers) or None,
             "state_map": state_map,
+            "where": where,
         }
         if dry_run:
             items = migrate.plan(engine, full, **selection)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from complaintflow.actor import Actor
 from complaintflow.audit import resolve_hash
 from complaintflow.engine import CommittedEvent, build_event
 from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput
+from complaintflow.rules.check import did_you_mean
 from complaintflow.rules.values import ValueProblem, check_field
 from complaintflow.states.conditions import Facts
 from complaintflow.storage import db
@@ -34,7 +36,15 @@ from complaintflow.timers import Due, Ledger, timer_payload
 if TYPE_CHECKING:
     from complaintflow.engine import Engine
 
-__all__ = ["MigrationItem", "MigrationRefused", "apply", "plan"]
+__all__ = ["WHERE_KEYS", "MigrationItem", "MigrationRefused", "Where", "apply", "parse_where",
+           "plan"]
+
+#: What a selection may name: complaint columns the database indexes.
+WHERE_KEYS = ("state", "severity", "department", "handler", "received_after", "received_before")
+#: A selection: key -> values. Values of one key are alternatives (any of them); keys must all
+#: hold. ``received_after`` (at or after) and ``received_before`` (strictly before) take ISO
+#: times, naive ones in the rule set's time zone.
+Where = Mapping[str, str | Iterable[str]]
 
 
 class MigrationRefused(InvalidInput):
@@ -73,13 +83,91 @@ class MigrationItem:
                 "timers_rederived": self.timers_rederived}
 
 
+def parse_where(items: Iterable[str]) -> dict[str, list[str]]:
+    """``KEY=VALUE`` texts (``--where``) as a ``Where``; every bad item reported at once."""
+    out: dict[str, list[str]] = {}
+    problems: list[FieldProblem] = []
+    for item in items:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            problems.append(FieldProblem("where", f"{item!r} is not KEY=VALUE "
+                                                  f"(keys: {', '.join(WHERE_KEYS)})"))
+            continue
+        out.setdefault(key, []).append(value)
+    problems += _key_problems(out)
+    if problems:
+        raise InvalidInput(problems, context="selection")
+    return out
+
+
+def _key_problems(where: Where) -> list[FieldProblem]:
+    problems = []
+    for key in where:
+        if key not in WHERE_KEYS:
+            hint = did_you_mean(key, WHERE_KEYS)
+            problems.append(FieldProblem(
+                f"where.{key}", f"unknown key; expected one of {', '.join(WHERE_KEYS)}"
+                + (f"; did you mean {hint!r}?" if hint else "")))
+    return problems
+
+
+def _values(raw: str | Iterable[str]) -> list[str]:
+    return [raw] if isinstance(raw, str) else list(raw)
+
+
+def _conditions(conn: Connection, engine: Engine, target: str,
+                where: Where) -> list[sa.ColumnElement[bool]]:
+    """``where`` as SQL conditions on the complaints table, after checking every key and value
+    (states and severities against the rule sets in use, did-you-mean included)."""
+    problems = _key_problems(where)
+    versions = {target, *conn.execute(sa.select(C.c.ruleset).distinct()).scalars()}
+    rules = [engine.compiled(conn, v).rules for v in sorted(versions)]
+    known = {"state": sorted({s for r in rules for s in r.states}),
+             "severity": sorted({s for r in rules for s in r.severity_levels})}
+    out: list[sa.ColumnElement[bool]] = []
+    for key, raw in where.items():
+        values = _values(raw)
+        if key not in WHERE_KEYS:
+            continue
+        if not values:
+            problems.append(FieldProblem(f"where.{key}", "no value given"))
+            continue
+        if key in ("received_after", "received_before"):
+            for value in values:
+                try:
+                    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                except ValueError:
+                    problems.append(FieldProblem(
+                        f"where.{key}", f"{value!r} is not an ISO 8601 time; give e.g. "
+                                        "2026-03-03T10:00+08:00, or 2026-03-03 in the rule "
+                                        "set's time zone"))
+                    continue
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=engine.zone)
+                column = C.c.received_at
+                out.append(column >= moment if key == "received_after" else column < moment)
+            continue
+        for value in values:
+            if key in known and value not in known[key]:
+                hint = did_you_mean(value, known[key])
+                problems.append(FieldProblem(
+                    f"where.{key}", f"{value!r} is not a {key} of any rule set in use"
+                    + (f"; did you mean {hint!r}?" if hint else "")))
+        out.append(C.c[key].in_(values))
+    if problems:
+        raise InvalidInput(problems, context="selection")
+    return out
+
+
 def _select(conn: Connection, engine: Engine, target: str, states: Iterable[str] | None,
-            numbers: Iterable[str] | None) -> list[Any]:
+            numbers: Iterable[str] | None, where: Where | None = None) -> list[Any]:
     query = sa.select(C).where(C.c.ruleset != target).order_by(C.c.id)
     if states is not None:
         query = query.where(C.c.state.in_(list(states)))
     if numbers is not None:
         query = query.where(C.c.number.in_(list(numbers)))
+    if where:
+        query = query.where(*_conditions(conn, engine, target, where))
     rows = []
     for row in conn.execute(query):
         if row.state not in engine.compiled(conn, row.ruleset).rules.final_states:
@@ -136,25 +224,27 @@ def _scope(dest: Any, row: Any, state: str, stored: Mapping[str, Any]) -> Any:
 
 
 def plan(engine: Engine, to: str, *, states: Iterable[str] | None = None,
-         numbers: Iterable[str] | None = None,
-         state_map: Mapping[str, str] | None = None) -> list[MigrationItem]:
-    """What moving the selected open complaints to rule set ``to`` would change."""
+         numbers: Iterable[str] | None = None, state_map: Mapping[str, str] | None = None,
+         where: Where | None = None) -> list[MigrationItem]:
+    """What moving the selected open complaints to rule set ``to`` would change. The
+    selection is every open complaint not on ``to``, narrowed by ``states``, ``numbers`` and
+    ``where`` (see ``Where``; an unknown key or value raises ``InvalidInput``)."""
     with db.read(engine.database) as conn:
         target = resolve_hash(conn, to)
         return [_plan_one(conn, engine, row, target, state_map or {})
-                for row in _select(conn, engine, target, states, numbers)]
+                for row in _select(conn, engine, target, states, numbers, where)]
 
 
 def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None = None,
-          numbers: Iterable[str] | None = None,
-          state_map: Mapping[str, str] | None = None) -> list[MigrationItem]:
-    """Move the selected open complaints; all or nothing."""
+          numbers: Iterable[str] | None = None, state_map: Mapping[str, str] | None = None,
+          where: Where | None = None) -> list[MigrationItem]:
+    """Move the selected open complaints (selected as by ``plan``); all or nothing."""
     engine.check_actor(actor, engine.rules)
     now = engine.now()
     committed: list[CommittedEvent] = []
     with db.write(engine.database) as conn:
         target = resolve_hash(conn, to)
-        rows = _select(conn, engine, target, states, numbers)
+        rows = _select(conn, engine, target, states, numbers, where)
         items = [_plan_one(conn, engine, row, target, state_map or {}) for row in rows]
         refused = [i for i in items if not i.ok]
         if refused:
