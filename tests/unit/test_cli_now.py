@@ -200,3 +200,25 @@ def test_now_is_refused_where_time_must_pass(tmp_path: Path) -> None:
     )
     assert "own simulated clock" in err
     assert not db.exists() and not (tmp_path / "d.db").exists()
+
+
+@pytest.mark.slow
+def test_the_readme_gives_what_the_default_demo_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``complaintflow demo`` as the README runs it (default size, default file): the
+    commands the README lists for auditing it are the ones it prints, and they succeed."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    section = readme[readme.index("### Auditing the demo database") :]
+    listed = re.search(r"```\n(.+?)\n```", section, re.S)
+    assert listed is not None
+    monkeypatch.chdir(tmp_path)
+    doc = json.loads(ok(run("demo", "--json")))
+    assert doc["count"] == 300 and doc["verification"]["ok"] is True
+    printed = doc["auditor"]["commands"]
+    expected = listed[1].splitlines()
+    assert [c.split(" audit replay ")[0] for c in printed] == [
+        c.split(" audit replay ")[0] for c in expected
+    ]
+    for command in expected:
+        ok(run(*_argv(command)))
