@@ -2316,7 +2316,9 @@ def demo(
 ) -> None:
     """Run generated complaints through the default procedure on a fresh SQLite file in
     simulated time, with the scheduler firing warnings and breaches, refusals, approvals,
-    disputes, reopens and extensions, then verify the whole history deeply.
+    disputes, reopens and extensions, then verify the whole history deeply. Ends with the
+    instant its clock stopped and the commands that audit the database on that clock
+    (global --now).
 
     Always uses the shipped rules and its own database (not the global --db/--rules)."""
     settings = _settings(ctx)
