@@ -34,7 +34,8 @@ marked ``slow``: together they take minutes (process start-up, and a scheduler t
 few hundred deadlines a second on a busy two-CPU machine); ``-m "not slow"`` leaves them out.
 
 Also here: the scheduler's documented order within one complaint, checked deterministically
-with two workers (an expected failure until the claim respects it).
+with two workers (a worker that claimed a later deadline waits for the earlier one held by
+the other).
 """
 
 from __future__ import annotations
