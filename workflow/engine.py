@@ -50,7 +50,7 @@ from complaintflow.storage.tables import idempotency_keys as K
 from complaintflow.storage.tables import number_sequences as N
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.storage.tables import timers as T
-from complaintflow.timers import Consent, Ledger, timer_payload
+from complaintflow.timers import CompiledTimer, Consent, Ledger, timer_payload
 from complaintflow.verify import VerificationReport, verify_all
 from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, TimerView, mask_value
 from complaintflow.worktime import WorkingCalendar
@@ -732,8 +732,19 @@ class Engine:
 
     def recompute_timers(self, actor: Actor | None = None) -> list[dict[str, Any]]:
         """Re-derive every open clock with the current rule set's calendars (after calendar
-        data changed). One history event per changed deadline; pauses and extensions are
-        kept. Under the ``error`` policy a year without data raises and changes nothing."""
+        data changed); pauses and extensions are kept.
+
+        A clock that counts working time moves to the current rule set's calendar of the
+        same id when that calendar's declaration differs from the one it counts on (a
+        clock in elapsed units, or on an unchanged calendar, stays where it is). Each
+        moved clock, and each clock whose deadlines changed, gets one
+        ``deadline_recomputed`` history event and one entry in the returned report. A
+        clock can move while its due instant stays (paused, or the change lies after its
+        deadline): its event then has ``previous_due_at == due_at`` and records the new
+        ``calendar_version``, so a later resume or extension counts on the new calendar
+        and replay knows which calendar the clock counts on. Running it again changes
+        nothing. Under the ``error`` policy a year without data raises and changes
+        nothing."""
         if actor is not None:
             self.check_actor(actor, self.rules)
         actor = actor or Actor("system:recompute", ())
@@ -742,6 +753,7 @@ class Engine:
         report: list[dict[str, Any]] = []
         committed: list[CommittedEvent] = []
         with db.write(self._db) as conn:
+            calendars = self.calendar_lookup(conn)
             rows = conn.execute(sa.select(T, C.c.number).join(C, C.c.id == T.c.complaint_id)
                                 .where(T.c.status != "stopped").order_by(T.c.complaint_id,
                                                                          T.c.id)).all()
@@ -752,11 +764,9 @@ class Engine:
                 if ctimer is None:
                     continue
                 ledger = Ledger.from_text(t.ledger)
-                if ledger.calendar is not None and ledger.calendar in current.calendars:
-                    ledger.calendar_version = current.version
+                moved = self._move_to_current_calendar(ctimer, ledger, current, calendars)
                 due = compiled.timers.derive(
-                    ctimer, ledger, self.calendar_lookup(conn)(ledger.calendar,
-                                                               ledger.calendar_version))
+                    ctimer, ledger, calendars(ledger.calendar, ledger.calendar_version))
                 rows = conn.execute(sa.select(D.c.kind, D.c.idx, D.c.due_at, D.c.fired_at)
                                     .where(D.c.timer_id == t.id)).all()
                 # fired rows and rows already past due (they fire late, once) are settled
@@ -768,7 +778,7 @@ class Engine:
                           if ("warning", i) not in settled}
                 if due.breach is not None and ("breach", 0) not in settled:
                     wanted.add(("breach", 0, due.breach))
-                if due.breach == t.due_at and due.provisional == t.provisional \
+                if not moved and due.breach == t.due_at and due.provisional == t.provisional \
                         and pending == wanted:
                     continue
                 conn.execute(sa.update(T).where(T.c.id == t.id).values(
@@ -785,6 +795,23 @@ class Engine:
                 report.append({"number": crow.number, **change})
         self.notify(committed)
         return report
+
+    @staticmethod
+    def _move_to_current_calendar(ctimer: CompiledTimer, ledger: Ledger, current: Compiled,
+                                  calendars: sla.CalendarLookup) -> bool:
+        """Point ``ledger`` at the current rule set's calendar if the clock can count
+        working time and that calendar is declared differently from the one it counts on;
+        whether it moved."""
+        name = ledger.calendar
+        if name is None or ledger.calendar_version == current.version \
+                or not ctimer.counts_working_time:
+            return False
+        new = current.calendars.get(name)
+        old = calendars(name, ledger.calendar_version)
+        if new is None or (old is not None and old.spec == new.spec):
+            return False
+        ledger.calendar_version = current.version
+        return True
 
     # -- reading ---------------------------------------------------------------------------
 
