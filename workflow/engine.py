@@ -613,8 +613,11 @@ class Engine:
         expected_version: int | None = None,
     ) -> list[TimerView]:
         """Extend a running clock by ``amount`` of its own unit. Needs the customer's
-        recorded consent, and is refused once the clock has breached. Writes two history
-        events (the consent, then the extension) in one transaction."""
+        recorded consent, and is refused (:class:`TimerRefused`, nothing stored) once the
+        clock has breached: when a breach is recorded, and also when its due instant is at
+        or before now (or before the consent was given) though the scheduler has not fired
+        it yet. Writes two history events (the consent, then the extension) in one
+        transaction."""
         now = self.now()
         problems = consent.problems(now) if isinstance(consent, Consent) else [
             FieldProblem("consent", "the customer's consent is required")]
@@ -645,10 +648,9 @@ class Engine:
             if tdef.extend_roles and not actor.has_any(tdef.extend_roles):
                 raise TimerRefused(number, timer,
                                    f"needs one of the roles {', '.join(tdef.extend_roles)}")
-            if trow.breached_at is not None:
-                raise TimerRefused(number, timer,
-                                   "the deadline has already passed: an extension must be "
-                                   "agreed in advance")
+            too_late = self._extension_too_late(conn, trow, consent.given_at, now)
+            if too_late is not None:
+                raise TimerRefused(number, timer, too_late)
             ledger = Ledger.from_text(trow.ledger)
             consent_event = self.append_event(conn, row, type="customer_consent", actor=actor,
                                               payload={"timer": timer, "consent":
@@ -672,6 +674,28 @@ class Engine:
                             if k in ("due_at", "provisional", "budget")}})
         self.notify([CommittedEvent(consent_event, None), CommittedEvent(extended, None)])
         return self.timers(number)
+
+    @staticmethod
+    def _extension_too_late(conn: Connection, trow: Any, given_at: datetime,
+                            now: datetime) -> str | None:
+        """Why an extension of the clock run ``trow`` comes too late, if it does: its breach
+        is recorded; or it is due at or before now, fired or not (the scheduler may be
+        behind; a clock paused after its due instant keeps that breach pending); or the
+        consent was given after the due instant."""
+        if trow.breached_at is not None:
+            return "the deadline has already passed: an extension must be agreed in advance"
+        pending: datetime | None = trow.due_at
+        passed = pending if pending is not None and pending <= now else conn.execute(
+            sa.select(sa.func.min(D.c.due_at)).where(
+                D.c.timer_id == trow.id, D.c.kind == "breach", D.c.due_at <= now)).scalar()
+        if passed is not None:
+            return (f"the deadline {to_json(passed)} has already passed (the breach is not "
+                    f"recorded yet): an extension must be agreed in advance")
+        # implied today (a consent cannot lie in the future), stated for its own sake
+        if pending is not None and given_at > pending:
+            return (f"the customer's consent ({to_json(given_at)}) came after the deadline "
+                    f"{to_json(pending)}: an extension must be agreed in advance")
+        return None
 
     def timers(self, number: str) -> list[TimerView]:
         """Every clock run of the complaint with its derived state, as of now."""
