@@ -7,8 +7,15 @@ official once the year's data is added."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from complaintflow import Engine, SimulatedClock, parse_rules
+import pytest
+import sqlalchemy as sa
+
+from complaintflow import Engine, Scheduler, SimulatedClock, parse_rules
+from complaintflow.rules.loader import default_rules_text
+from complaintflow.storage.tables import deadlines as D
+from complaintflow.worktime import NoOfficialData
 from tests.integration.test_replay_audit import assert_same
 from tests.integration.test_timers import (
     CLERK,
@@ -16,9 +23,12 @@ from tests.integration.test_timers import (
     PAUSING,
     consent,
     local,
+    outbox_rows,
     parse_due,
     view,
+    with_calendar_lines,
 )
+from tests.support import CS, complaint_fields
 
 ANCHOR = "    official_through: 2026\n"
 
@@ -117,3 +127,96 @@ def test_a_running_clock_extended_after_the_recompute_counts_on_the_new_calendar
         assert deep.ok, deep.findings
     finally:
         engine.close()
+
+
+# -- years without official data ------------------------------------------------------------
+
+#: the office closes from Monday 2026-12-21 to the end of the year
+YEAR_END_CLOSED = "".join(
+    f"      - {{date: 2026-12-{day}, kind: holiday, note: 年末停工}}\n"
+    for day in (21, 22, 23, 24, 25, 28, 29, 30, 31)
+)
+
+
+def stored(engine: Engine, numbers: list[str]) -> tuple[Any, ...]:
+    """Everything a recompute could change: complaints, histories, clocks, deadlines."""
+    with engine.database.connect() as conn:
+        deadlines = list(conn.execute(sa.select(D).order_by(D.c.id)).all())
+    return (
+        [engine.get(n) for n in numbers],
+        [engine.history(n) for n in numbers],
+        [engine.timers(n) for n in numbers],
+        deadlines,
+        outbox_rows(engine),
+    )
+
+
+def test_a_recompute_needing_a_year_without_data_under_beyond_error_changes_nothing(
+    db_url: str, clock: SimulatedClock
+) -> None:
+    strict = default_rules_text().replace("beyond: provisional", "beyond: error")
+    clock.set(local(11, 16, 9))
+    engine = Engine.open(db_url, rules=parse_rules(strict, "strict.yaml"), clock=clock)
+    try:
+        early = engine.submit(complaint_fields(), CS).number  # all clocks end in 2026
+        clock.set(local(12, 1, 9))
+        late = engine.submit(complaint_fields(), CS).number
+        assert view(engine, late, "whole_complaint").due_at == local(12, 22, 17, 30)
+        numbers = [early, late]
+        clock.set(local(12, 2, 9))
+        Scheduler(engine).tick()  # the short clocks of both have breached
+        engine.close()
+        closed = strict.replace(ANCHOR, "    overrides:\n" + YEAR_END_CLOSED + ANCHOR)
+        engine = Engine.open(db_url, rules=parse_rules(closed, "closed.yaml"), clock=clock)
+        before = stored(engine, numbers)
+        # the first complaint's working-time clocks would move (processed first); the second
+        # one's 15th working day now lies in 2027, a year without official data
+        with pytest.raises(NoOfficialData) as info:
+            engine.recompute_timers()
+        assert (info.value.year, info.value.official_through) == (2027, 2026)
+        assert info.value.calendar_id == "office"
+        assert stored(engine, numbers) == before
+        deep = engine.verify(deep=True)
+        assert deep.ok, deep.findings
+    finally:
+        engine.close()
+
+
+def test_a_provisional_deadline_becomes_official_when_the_years_data_is_added(
+    engine: Engine, db_url: str, clock: SimulatedClock
+) -> None:
+    clock.set(local(12, 21, 9))
+    number = engine.submit(complaint_fields(), CS).number
+    whole = view(engine, number, "whole_complaint")
+    # weekdays only in 2027: 2027-01-01 counts as a working day
+    assert (whole.due_at, whole.provisional) == (local(1, 11, 17, 30, year=2027), True)
+    events = len(engine.history(number))
+    clock.set(local(12, 22, 9))
+    new_year = "      - {date: 2027-01-01, kind: holiday, note: 元旦 (国务院办公厅通知)}\n"
+    text = with_calendar_lines("    overrides:\n" + new_year).replace(
+        "official_through: 2026", "official_through: 2027"
+    )
+    engine.close()
+    with Engine.open(db_url, rules=parse_rules(text, "2027.yaml"), clock=clock) as second:
+        report = second.recompute_timers()
+        [change] = [r for r in report if r["timer"] == "whole_complaint"]
+        assert parse_due(change["previous_due_at"]) == local(1, 11, 17, 30, year=2027)
+        assert parse_due(change["due_at"]) == local(1, 12, 17, 30, year=2027)
+        assert (change["previous_provisional"], change["provisional"]) == (True, False)
+        whole = view(second, number, "whole_complaint")
+        assert (whole.due_at, whole.provisional) == (local(1, 12, 17, 30, year=2027), False)
+        recomputed = [
+            e
+            for e in second.history(number)[events:]
+            if e.type == "deadline_recomputed" and e.payload["timer"] == "whole_complaint"
+        ]
+        assert len(recomputed) == 1
+        assert recomputed[0].payload["provisional"] is False
+        assert recomputed[0].payload["previous_provisional"] is True
+        assert recomputed[0].payload["calendar_version"] == second.rules.version
+        replayed = second.replay(number, at=second.now(), actor=CS)
+        assert_same(replayed, second.get(number, CS), second.timers(number), "recomputed")
+        assert second.recompute_timers() == []
+        Scheduler(second).tick()  # the registration clock (Monday 11:00) has breached
+        deep = second.verify(deep=True)
+        assert deep.ok, deep.findings
