@@ -129,6 +129,25 @@ def test_a_running_clock_extended_after_the_recompute_counts_on_the_new_calendar
         engine.close()
 
 
+def test_a_running_clock_paused_after_the_recompute_resumes_on_the_new_calendar(
+    db_url: str, clock: SimulatedClock
+) -> None:
+    engine = open_engine(db_url, clock, pausing_rules())
+    try:
+        number = engine.submit({"note": "x"}, CLERK).number  # Monday 09:00, due Tuesday 14:00
+        clock.set(local(3, 2, 9, 30))
+        engine = with_holiday(engine, db_url, clock)
+        assert [r["timer"] for r in engine.recompute_timers()] == ["answer"]
+        clock.set(local(3, 2, 10))
+        engine.fire(number, "wait", CLERK)
+        clock.set(local(3, 3, 9))
+        engine.fire(number, "resume", CLERK)  # 11 h left: Tuesday 7.5 h, Thursday 3.5 h
+        assert view(engine, number, "answer").due_at == local(3, 5, 12)
+        assert_replay_is_live(engine, number, "after the resume")
+    finally:
+        engine.close()
+
+
 # -- years without official data ------------------------------------------------------------
 
 #: the office closes from Monday 2026-12-21 to the end of the year
