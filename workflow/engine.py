@@ -50,7 +50,7 @@ from complaintflow.storage.tables import idempotency_keys as K
 from complaintflow.storage.tables import number_sequences as N
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.storage.tables import timers as T
-from complaintflow.timers import Consent, Ledger, timer_payload
+from complaintflow.timers import CompiledTimer, Consent, Ledger, timer_payload
 from complaintflow.verify import VerificationReport, verify_all
 from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, TimerView, mask_value
 from complaintflow.worktime import WorkingCalendar
@@ -613,8 +613,11 @@ class Engine:
         expected_version: int | None = None,
     ) -> list[TimerView]:
         """Extend a running clock by ``amount`` of its own unit. Needs the customer's
-        recorded consent, and is refused once the clock has breached. Writes two history
-        events (the consent, then the extension) in one transaction."""
+        recorded consent, and is refused (:class:`TimerRefused`, nothing stored) once the
+        clock has breached: when a breach is recorded, and also when its due instant is at
+        or before now (or before the consent was given) though the scheduler has not fired
+        it yet. Writes two history events (the consent, then the extension) in one
+        transaction."""
         now = self.now()
         problems = consent.problems(now) if isinstance(consent, Consent) else [
             FieldProblem("consent", "the customer's consent is required")]
@@ -645,10 +648,9 @@ class Engine:
             if tdef.extend_roles and not actor.has_any(tdef.extend_roles):
                 raise TimerRefused(number, timer,
                                    f"needs one of the roles {', '.join(tdef.extend_roles)}")
-            if trow.breached_at is not None:
-                raise TimerRefused(number, timer,
-                                   "the deadline has already passed: an extension must be "
-                                   "agreed in advance")
+            too_late = self._extension_too_late(conn, trow, consent.given_at, now)
+            if too_late is not None:
+                raise TimerRefused(number, timer, too_late)
             ledger = Ledger.from_text(trow.ledger)
             consent_event = self.append_event(conn, row, type="customer_consent", actor=actor,
                                               payload={"timer": timer, "consent":
@@ -672,6 +674,28 @@ class Engine:
                             if k in ("due_at", "provisional", "budget")}})
         self.notify([CommittedEvent(consent_event, None), CommittedEvent(extended, None)])
         return self.timers(number)
+
+    @staticmethod
+    def _extension_too_late(conn: Connection, trow: Any, given_at: datetime,
+                            now: datetime) -> str | None:
+        """Why an extension of the clock run ``trow`` comes too late, if it does: its breach
+        is recorded; or it is due at or before now, fired or not (the scheduler may be
+        behind; a clock paused after its due instant keeps that breach pending); or the
+        consent was given after the due instant."""
+        if trow.breached_at is not None:
+            return "the deadline has already passed: an extension must be agreed in advance"
+        pending: datetime | None = trow.due_at
+        passed = pending if pending is not None and pending <= now else conn.execute(
+            sa.select(sa.func.min(D.c.due_at)).where(
+                D.c.timer_id == trow.id, D.c.kind == "breach", D.c.due_at <= now)).scalar()
+        if passed is not None:
+            return (f"the deadline {to_json(passed)} has already passed (the breach is not "
+                    f"recorded yet): an extension must be agreed in advance")
+        # implied today (a consent cannot lie in the future), stated for its own sake
+        if pending is not None and given_at > pending:
+            return (f"the customer's consent ({to_json(given_at)}) came after the deadline "
+                    f"{to_json(pending)}: an extension must be agreed in advance")
+        return None
 
     def timers(self, number: str) -> list[TimerView]:
         """Every clock run of the complaint with its derived state, as of now."""
@@ -732,8 +756,19 @@ class Engine:
 
     def recompute_timers(self, actor: Actor | None = None) -> list[dict[str, Any]]:
         """Re-derive every open clock with the current rule set's calendars (after calendar
-        data changed). One history event per changed deadline; pauses and extensions are
-        kept. Under the ``error`` policy a year without data raises and changes nothing."""
+        data changed); pauses and extensions are kept.
+
+        A clock that counts working time moves to the current rule set's calendar of the
+        same id when that calendar's declaration differs from the one it counts on (a
+        clock in elapsed units, or on an unchanged calendar, stays where it is). Each
+        moved clock, and each clock whose deadlines changed, gets one
+        ``deadline_recomputed`` history event and one entry in the returned report. A
+        clock can move while its due instant stays (paused, or the change lies after its
+        deadline): its event then has ``previous_due_at == due_at`` and records the new
+        ``calendar_version``, so a later resume or extension counts on the new calendar
+        and replay knows which calendar the clock counts on. Running it again changes
+        nothing. Under the ``error`` policy a year without data raises and changes
+        nothing."""
         if actor is not None:
             self.check_actor(actor, self.rules)
         actor = actor or Actor("system:recompute", ())
@@ -742,6 +777,7 @@ class Engine:
         report: list[dict[str, Any]] = []
         committed: list[CommittedEvent] = []
         with db.write(self._db) as conn:
+            calendars = self.calendar_lookup(conn)
             rows = conn.execute(sa.select(T, C.c.number).join(C, C.c.id == T.c.complaint_id)
                                 .where(T.c.status != "stopped").order_by(T.c.complaint_id,
                                                                          T.c.id)).all()
@@ -752,11 +788,9 @@ class Engine:
                 if ctimer is None:
                     continue
                 ledger = Ledger.from_text(t.ledger)
-                if ledger.calendar is not None and ledger.calendar in current.calendars:
-                    ledger.calendar_version = current.version
+                moved = self._move_to_current_calendar(ctimer, ledger, current, calendars)
                 due = compiled.timers.derive(
-                    ctimer, ledger, self.calendar_lookup(conn)(ledger.calendar,
-                                                               ledger.calendar_version))
+                    ctimer, ledger, calendars(ledger.calendar, ledger.calendar_version))
                 rows = conn.execute(sa.select(D.c.kind, D.c.idx, D.c.due_at, D.c.fired_at)
                                     .where(D.c.timer_id == t.id)).all()
                 # fired rows and rows already past due (they fire late, once) are settled
@@ -768,7 +802,7 @@ class Engine:
                           if ("warning", i) not in settled}
                 if due.breach is not None and ("breach", 0) not in settled:
                     wanted.add(("breach", 0, due.breach))
-                if due.breach == t.due_at and due.provisional == t.provisional \
+                if not moved and due.breach == t.due_at and due.provisional == t.provisional \
                         and pending == wanted:
                     continue
                 conn.execute(sa.update(T).where(T.c.id == t.id).values(
@@ -785,6 +819,23 @@ class Engine:
                 report.append({"number": crow.number, **change})
         self.notify(committed)
         return report
+
+    @staticmethod
+    def _move_to_current_calendar(ctimer: CompiledTimer, ledger: Ledger, current: Compiled,
+                                  calendars: sla.CalendarLookup) -> bool:
+        """Point ``ledger`` at the current rule set's calendar if the clock can count
+        working time and that calendar is declared differently from the one it counts on;
+        whether it moved."""
+        name = ledger.calendar
+        if name is None or ledger.calendar_version == current.version \
+                or not ctimer.counts_working_time:
+            return False
+        new = current.calendars.get(name)
+        old = calendars(name, ledger.calendar_version)
+        if new is None or (old is not None and old.spec == new.spec):
+            return False
+        ledger.calendar_version = current.version
+        return True
 
     # -- reading ---------------------------------------------------------------------------
 

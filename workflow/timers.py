@@ -129,6 +129,12 @@ class CompiledTimer:
     def id(self) -> str:
         return self.definition.id
 
+    @property
+    def counts_working_time(self) -> bool:
+        """Whether its duration, or a variant's, is in working units (needs a calendar)."""
+        return any(unit.startswith("working")
+                   for unit in (self.unit, *(unit for _, unit, _ in self.variants)))
+
     def budget_for(self, scope: Scope) -> tuple[str, int]:
         for predicate, unit, amount in self.variants:
             if predicate(scope):

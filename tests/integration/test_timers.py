@@ -384,8 +384,14 @@ def test_recompute_after_a_new_holiday_moves_working_time_deadlines(
         changed = {
             (n, name) for n in after for name in after[n] if after[n][name] != before[n][name]
         }
-        assert {(r["number"], r["timer"]) for r in report} == changed
-        assert len(report) == len(changed)
+        # a clock counting working time also moves to the new calendar when its deadline
+        # stays (contact_customer ends Monday): reported with previous_due_at == due_at
+        moved = {(confirmed, "contact_customer")}
+        assert {(r["number"], r["timer"]) for r in report} == changed | moved
+        assert len(report) == len(changed | moved)
+        assert all(
+            r["previous_due_at"] == r["due_at"] for r in report if r["timer"] == "contact_customer"
+        )
         assert changed == {
             (confirmed, "whole_complaint"),
             (confirmed, "investigation_organised"),
@@ -402,7 +408,7 @@ def test_recompute_after_a_new_holiday_moves_working_time_deadlines(
             history = engine.history(number)
             new = history[events_before[number] :]
             assert [e.type for e in new] == ["deadline_recomputed"] * len(
-                [c for c in changed if c[0] == number]
+                [c for c in changed | moved if c[0] == number]
             )
             for e in new:
                 assert parse_due(e.payload["due_at"]) == after[number][e.payload["timer"]]
@@ -447,11 +453,15 @@ def test_recompute_moves_a_warning_even_when_the_breach_stays(
         scheduler.tick()
         [warning] = warnings()
         assert parse_due(warning.payload["due_at"]) == local(3, 6, 17, 6)
-        # one deadline_recomputed event per timer whose deadlines moved
+        # one deadline_recomputed event per timer whose deadlines moved (investigation_organised,
+        # investigation_report and whole_complaint), and per other working-time clock, moved to
+        # the new calendar with its deadlines unchanged
         assert {r["timer"] for r in report} == {
             "investigation_organised",
             "investigation_report",
             "whole_complaint",
+            "contact_customer",
+            "progress_report",
         }
     finally:
         engine.close()
