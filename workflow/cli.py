@@ -1864,7 +1864,8 @@ def timers_recompute(
     ctx: click.Context, actor_id: str | None, roles: tuple[str, ...], department: str | None
 ) -> None:
     """Re-derive every open clock with the current calendars (after calendar data changed);
-    prints one row per changed deadline."""
+    prints one row per recomputed clock: its deadline moved, or it moved to the new calendar
+    version with its deadline unchanged (a later pause or extension counts on the new one)."""
     settings = _settings(ctx)
     actor = make_actor(actor_id, roles, department, required=False)
     with open_engine(settings, actor) as engine:
@@ -1880,9 +1881,9 @@ def timers_recompute(
 
     def human(out: Console) -> None:
         if not changes:
-            out.print(Text("no deadline changed"))
+            out.print(Text("no clock recomputed"))
             return
-        table = Table(title=f"changed deadlines (times in {zone})", title_justify="left")
+        table = Table(title=f"recomputed clocks (times in {zone})", title_justify="left")
         for name in ("number", "clock", "run", "was due", "now due", "provisional"):
             table.add_column(name, overflow="fold")
         for c in changes:

@@ -367,7 +367,7 @@ def test_timers_show_an_unknown_complaint(db: Path) -> None:
 
 
 def test_timers_recompute_after_the_calendar_changed(db: Path, tmp_path: Path) -> None:
-    assert ok(cli(db, "timers", "recompute")).strip() == "no deadline changed"
+    assert ok(cli(db, "timers", "recompute")).strip() == "no clock recomputed"
     assert cli_json(db, "timers", "recompute") == {"changed": []}
     rules = second_rules(tmp_path)
     doc = cli_json(db, "--rules", str(rules), "timers", "recompute")
@@ -384,7 +384,7 @@ def test_timers_recompute_after_the_calendar_changed(db: Path, tmp_path: Path) -
 
 def test_timers_recompute_prints_one_row_per_changed_deadline(db: Path, tmp_path: Path) -> None:
     out = wide(db, "--rules", str(second_rules(tmp_path)), "timers", "recompute")
-    assert "changed deadlines (times in Asia/Shanghai)" in out
+    assert "recomputed clocks (times in Asia/Shanghai)" in out
     assert "whole_complaint" in out and "17:30" in out and "17:00" in out
 
 
