@@ -19,7 +19,7 @@ from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.verify import VerificationReport, verify_all
-from complaintflow.views import HistoryEvent, mask_value
+from complaintflow.views import mask_value
 
 if TYPE_CHECKING:
     from complaintflow.engine import Engine
@@ -82,13 +82,6 @@ def ruleset_diff(engine: Engine, a: str, b: str) -> str:
                                         fromfile=ha[:12], tofile=hb[:12]))
 
 
-def _events(engine: Engine, conn: Connection, complaint_id: int, number: str
-            ) -> list[HistoryEvent]:
-    rows = conn.execute(sa.select(E).where(E.c.complaint_id == complaint_id)
-                        .order_by(E.c.seq)).all()
-    return [engine.event_view(number, ev, None) for ev in rows]
-
-
 def _remaining(engine: Engine, conn: Connection
                ) -> Callable[[ReplayedTimer, str, datetime], timedelta | None]:
     def remaining(timer: ReplayedTimer, version: str, moment: datetime) -> timedelta | None:
@@ -115,10 +108,12 @@ def replay(engine: Engine, number: str, at: datetime | None = None,
     if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
         raise InvalidInput([FieldProblem("at", "an aware datetime")])
     with db.read(engine.database) as conn:
-        found = conn.execute(sa.select(C.c.id).where(C.c.number == number)).first()
-        if found is None:
+        rows = conn.execute(sa.select(E).join(C, C.c.id == E.c.complaint_id)
+                            .where(C.c.number == number).order_by(E.c.seq)).all()
+        if not rows and conn.execute(sa.select(C.c.id).where(C.c.number == number)
+                                     ).first() is None:
             raise NotFound("complaint", number)
-        events = _events(engine, conn, found.id, number)
+        events = [engine.event_view(number, ev, None) for ev in rows]
         replayed = replay_events(number, events, at, _remaining(engine, conn))
         if replayed is None:
             first = events[0].occurred_at.isoformat() if events else "never"
