@@ -929,7 +929,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Checkpoint], str
                         raise SystemExit(
                             f"the benchmark database does not verify: {res['first_findings']}"
                         )
-                if args.tracemalloc and p["events"] <= args.tracemalloc_upto:
+                if args.tracemalloc and p["target"] <= args.tracemalloc_upto:
                     log(f"{backend} {p['events']:,}: deep under tracemalloc")
                     traced = run_child("deep", url, facts["now"], trace=True)
                     point.results["deep_traced"] = traced
