@@ -627,6 +627,25 @@ def measure(
             ok=report.ok,
             first_findings=[f.to_json() for f in report.findings[:3]],
         )
+    elif kind == "floor":
+        # what any verifier reading this storage format pays before checking anything:
+        # read every event row, parse its payload, hash it (verify's own reader and hash)
+        import sqlalchemy as sa
+
+        from complaintflow.storage import db as storage_db
+        from complaintflow.verify import _EventReader, stored_hash
+
+        events = complaints = 0
+        with storage_db.read(engine.database) as conn:
+            top = conn.execute(sa.text("SELECT max(id) FROM complaints")).scalar_one()
+            reader = _EventReader(conn)
+            for first in range(1, top + 1, 500):
+                for _, evs in reader.events(first, first + 499):
+                    complaints += 1
+                    events += len(evs)
+                    for ev in evs:
+                        stored_hash("TS-2026-000001", ev)
+        out.update(events=events, complaints=complaints)
     elif kind == "replay":
         import sqlalchemy as sa
 
@@ -731,15 +750,18 @@ class Checkpoint:
     events: int
     complaints: int
     size_mib: float
+    load: str = ""
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def pg_schema(base: str) -> tuple[str, Callable[[], None]]:
+def pg_schema(base: str, name: str | None = None) -> tuple[str, Callable[[], None]]:
+    """A fresh schema (``name``, replaced if it exists, or a random one) and its URL."""
     import sqlalchemy as sa
 
-    schema = f"bench_replay_{uuid.uuid4().hex[:10]}"
+    schema = name or f"bench_replay_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(base)
     with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     joiner = "&" if "?" in base else "?"
     url = f"{base}{joiner}options=-csearch_path%3D{schema}"
@@ -764,32 +786,100 @@ def pg_size_mib(url: str) -> float:
     return float(size) / 2**20
 
 
-def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Checkpoint], str | None]:
+def build(args: argparse.Namespace, work: Path, drops: list[Callable[[], None]]) -> dict[str, Any]:
+    """Every database measured: a SQLite snapshot per checkpoint (and one for the profile)
+    and, with PostgreSQL, a schema per checkpoint holding the same rows. Returns the
+    manifest (also written to ``work/manifest.json``)."""
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
     backends = [b for b in args.backends.split(",") if b]
-    work = Path(tempfile.mkdtemp(prefix="bench-replay-", dir=args.dir))
+    db = work / "bench.db"
+    log(f"templates: {args.templates} complaints through the engine in {work}")
+    facts = build_templates(db, args.templates)
+    log(
+        f"templates: {facts['events']} events, {facts['actions']} actions, "
+        f"{facts['ticks']} ticks in {facts['seconds']:.0f} s"
+    )
+    store = Store(db)
+    store.load_templates()
+    sink, finish = sqlite_sink(db)
+    manifest: dict[str, Any] = {
+        "facts": facts,
+        "templates": args.templates,
+        "backends": backends,
+        "points": [],
+        "profile": None,
+    }
+    targets = sorted(set(checkpoints) | ({args.profile_events} if args.profile else set()))
+    for target in targets:
+        log(f"growing to {target:,} events")
+        started = time.perf_counter()
+        store.grow(target, [sink])
+        finish()
+        snapshot = work / f"bench-{target}.db"
+        shutil.copy(db, snapshot)
+        log(
+            f"{store.events:,} events, {store.complaints:,} complaints "
+            f"(load {time.perf_counter() - started:.0f} s)"
+        )
+        if args.profile and target == args.profile_events:
+            manifest["profile"] = str(snapshot)
+        if target not in checkpoints:
+            continue
+        point: dict[str, Any] = {
+            "target": target,
+            "events": store.events,
+            "complaints": store.complaints,
+            "sqlite": str(snapshot),
+            "postgresql": None,
+        }
+        if "postgresql" in backends:
+            schema = f"bench_replay_ds_{target}" if args.datasets else None
+            pg_url, drop = pg_schema(args.pg_url, schema)
+            if not args.datasets:
+                drops.append(drop)
+            Engine.open(pg_url, clock=SimulatedClock(START)).close()  # schema + rule set
+            copy_rows_to_pg(snapshot, pg_url)
+            pg_sink(pg_url)[1]()
+            point["postgresql"] = pg_url
+            log(f"postgresql schema for {target:,} events loaded")
+        manifest["points"].append(point)
+    db.unlink()
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return manifest
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Checkpoint], str | None]:
+    backends = [b for b in args.backends.split(",") if b]
+    if args.datasets:
+        work = Path(args.datasets)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="bench-replay-", dir=args.dir))
     drops: list[Callable[[], None]] = []
     results: list[Checkpoint] = []
     profile_text: str | None = None
     try:
-        db = work / "bench.db"
-        log(f"templates: {args.templates} complaints through the engine in {work}")
-        facts = build_templates(db, args.templates)
-        log(
-            f"templates: {facts['events']} events, {facts['actions']} actions, "
-            f"{facts['ticks']} ticks in {facts['seconds']:.0f} s"
-        )
-        store = Store(db)
-        store.load_templates()
-        sink, finish = sqlite_sink(db)
-        sinks = [sink]
-        finishers = [finish]
+        manifest_file = work / "manifest.json"
+        if args.datasets and manifest_file.exists():
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            log(f"reusing the databases in {work}")
+            wanted = sorted(int(x) for x in args.checkpoints.split(","))
+            have = [p["target"] for p in manifest["points"]]
+            if have != wanted or not set(backends) <= set(manifest["backends"]):
+                raise SystemExit(
+                    f"{work} holds checkpoints {have} for {manifest['backends']}; "
+                    f"asked for {wanted} on {backends} (use another --datasets directory)"
+                )
+            if args.profile and manifest["profile"] is None:
+                raise SystemExit(f"{work} has no profile database (built without --profile)")
+        else:
+            manifest = build(args, work, drops)
+        if args.build_only:
+            return manifest["facts"], results, None
+        facts = manifest["facts"]
         if args.profile:
-            store.grow(args.profile_events, sinks)
-            finish()
-            copy = work / "profile.db"
-            shutil.copy(db, copy)
-            log(f"profile: verify(deep=True) under cProfile at {store.events} events")
+            copy = Path(manifest["profile"])
+            log(f"profile: verify(deep=True) under cProfile on {copy.name}")
             stats = work / "deep.prof"
             res = run_child("deep", f"sqlite:///{copy}", facts["now"], profile=stats)
             profile_text = (
@@ -814,51 +904,33 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Checkpoint], str
                 f"```\n{cumulative_functions(stats, 30)}```\n"
             )
             print(profile_text)
-            copy.unlink()
-        pg_url = None
-        if "postgresql" in backends:
-            pg_url, drop = pg_schema(args.pg_url)
-            drops.append(drop)
-            Engine.open(pg_url, clock=SimulatedClock(START)).close()  # schema + rule set
-            copy_rows_to_pg(db, pg_url)  # the same rows as SQLite so far
-            pg_write, pg_finish = pg_sink(pg_url)
-            sinks.append(pg_write)
-            finishers.append(pg_finish)
-        for target in checkpoints:
-            log(f"growing to {target:,} events")
-            started = time.perf_counter()
-            store.grow(target, sinks)
-            for fin in finishers:
-                fin()
-            log(
-                f"{store.events:,} events, {store.complaints:,} complaints "
-                f"(load {time.perf_counter() - started:.0f} s)"
-            )
+        for p in manifest["points"]:
             for backend in backends:
-                url = f"sqlite:///{db}" if backend == "sqlite" else str(pg_url)
-                size = (
-                    sum(p.stat().st_size for p in sqlite_files(db)) / 2**20
-                    if backend == "sqlite"
-                    else pg_size_mib(url)
-                )
-                point = Checkpoint(backend, store.events, store.complaints, size)
-                for kind in ("deep", "plain", "replay"):
-                    log(f"{backend} {target:,}: {kind}")
+                if backend == "sqlite":
+                    db = Path(p["sqlite"])
+                    url = f"sqlite:///{db}"
+                    size = sum(f.stat().st_size for f in sqlite_files(db)) / 2**20
+                else:
+                    url = str(p["postgresql"])
+                    size = pg_size_mib(url)
+                point = Checkpoint(backend, p["events"], p["complaints"], size, load_average())
+                for kind in ("deep", "plain", "replay", "floor"):
+                    log(f"{backend} {p['events']:,}: {kind}")
                     res = run_child(kind, url, facts["now"], sample=args.replay_sample)
                     point.results[kind] = res
                     log(
                         f"  {res['events']:,} events, {res['wall_seconds']:.1f} s wall, "
                         f"{res['cpu_seconds']:.1f} s CPU, {res['events_per_second']:,.0f} ev/s, "
                         f"peak RSS {res['rss_peak_mib']:.0f} MiB "
-                        f"(before {res['rss_before_mib']:.0f})"
+                        f"(before {res['rss_before_mib']:.0f}), load {load_average()}"
                         + (f", findings {res['findings']}" if "findings" in res else "")
                     )
                     if "findings" in res and not res["ok"]:
                         raise SystemExit(
                             f"the benchmark database does not verify: {res['first_findings']}"
                         )
-                if args.tracemalloc and target <= args.tracemalloc_upto:
-                    log(f"{backend} {target:,}: deep under tracemalloc")
+                if args.tracemalloc and p["target"] <= args.tracemalloc_upto:
+                    log(f"{backend} {p['events']:,}: deep under tracemalloc")
                     traced = run_child("deep", url, facts["now"], trace=True)
                     point.results["deep_traced"] = traced
                     log(
@@ -874,6 +946,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Checkpoint], str
                             "events": point.events,
                             "complaints": point.complaints,
                             "size_mib": point.size_mib,
+                            "load": load_average(),
                             **point.results,
                         }
                     )
@@ -885,7 +958,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Checkpoint], str
     finally:
         for drop in drops:
             drop()
-        if args.keep:
+        if args.datasets:
+            pass
+        elif args.keep:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -908,22 +983,25 @@ def markdown(
         "chains.",
         "",
         "| backend | events | complaints | DB MiB | deep verify ev/s (wall) | deep ev/CPU-s "
-        "| deep wall s | plain verify ev/s | replay ev/s | fold ev/s | peak RSS MiB "
-        "(before) deep / plain / replay |"
+        "| deep wall s | plain verify ev/s | replay ev/s | fold ev/s "
+        "| read+parse+hash ev/s | peak RSS MiB (before) deep / plain / replay "
+        "| load 1/5/15 min (at the start) |"
         + (" tracemalloc peak MiB (deep) |" if args.tracemalloc else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
         + ("---:|" if args.tracemalloc else ""),
     ]
     for p in results:
         d, pl, r = p.results["deep"], p.results["plain"], p.results["replay"]
+        fl = p.results["floor"]
         row = (
             f"| {p.backend} | {p.events:,} | {p.complaints:,} | {p.size_mib:,.0f} "
             f"| {d['events_per_second']:,.0f} | {d['events_per_cpu_second']:,.0f} "
             f"| {d['wall_seconds']:,.0f} | {pl['events_per_second']:,.0f} "
             f"| {r['events_per_second']:,.0f} | {r['fold_events_per_second']:,.0f} "
+            f"| {fl['events_per_second']:,.0f} "
             f"| {d['rss_peak_mib']:.0f} ({d['rss_before_mib']:.0f}) / "
             f"{pl['rss_peak_mib']:.0f} ({pl['rss_before_mib']:.0f}) / "
-            f"{r['rss_peak_mib']:.0f} ({r['rss_before_mib']:.0f}) |"
+            f"{r['rss_peak_mib']:.0f} ({r['rss_before_mib']:.0f}) | {p.load} |"
         )
         if args.tracemalloc:
             traced = p.results.get("deep_traced")
@@ -979,6 +1057,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-events", type=int, default=50_000)
     parser.add_argument("--dir", default=None, help="where the temporary directory goes")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument(
+        "--datasets",
+        default=None,
+        help="build the databases here and keep them (PostgreSQL schemas "
+        "bench_replay_ds_<events>); a later run with the same directory reuses them",
+    )
+    parser.add_argument(
+        "--build-only", action="store_true", help="with --datasets: build, do not measure"
+    )
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks-replay.md")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
@@ -1000,6 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoints = f"{args.events // 4},{args.events // 2},{args.events}"
     load_before = load_average()
     facts, results, profile_text = run(args)
+    if args.build_only:
+        return 0
     load_after = load_average()
     table = markdown(facts, results, args, load_before, load_after)
     print()

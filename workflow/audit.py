@@ -13,13 +13,13 @@ from sqlalchemy.engine import Connection
 
 from complaintflow.actor import Actor
 from complaintflow.errors import FieldProblem, InvalidInput, NotFound
-from complaintflow.replay import Replayed, ReplayedTimer, deep_findings, replay_events
+from complaintflow.replay import DeepVerifier, Replayed, ReplayedTimer, replay_events
 from complaintflow.storage import db
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.verify import VerificationReport, verify_all
-from complaintflow.views import HistoryEvent, mask_value
+from complaintflow.views import mask_value
 
 if TYPE_CHECKING:
     from complaintflow.engine import Engine
@@ -82,13 +82,6 @@ def ruleset_diff(engine: Engine, a: str, b: str) -> str:
                                         fromfile=ha[:12], tofile=hb[:12]))
 
 
-def _events(engine: Engine, conn: Connection, complaint_id: int, number: str
-            ) -> list[HistoryEvent]:
-    rows = conn.execute(sa.select(E).where(E.c.complaint_id == complaint_id)
-                        .order_by(E.c.seq)).all()
-    return [engine.event_view(number, ev, None) for ev in rows]
-
-
 def _remaining(engine: Engine, conn: Connection
                ) -> Callable[[ReplayedTimer, str, datetime], timedelta | None]:
     def remaining(timer: ReplayedTimer, version: str, moment: datetime) -> timedelta | None:
@@ -115,10 +108,12 @@ def replay(engine: Engine, number: str, at: datetime | None = None,
     if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
         raise InvalidInput([FieldProblem("at", "an aware datetime")])
     with db.read(engine.database) as conn:
-        found = conn.execute(sa.select(C.c.id).where(C.c.number == number)).first()
-        if found is None:
+        rows = conn.execute(sa.select(E).join(C, C.c.id == E.c.complaint_id)
+                            .where(C.c.number == number).order_by(E.c.seq)).all()
+        if not rows and conn.execute(sa.select(C.c.id).where(C.c.number == number)
+                                     ).first() is None:
             raise NotFound("complaint", number)
-        events = _events(engine, conn, found.id, number)
+        events = [engine.event_view(number, ev, None) for ev in rows]
         replayed = replay_events(number, events, at, _remaining(engine, conn))
         if replayed is None:
             first = events[0].occurred_at.isoformat() if events else "never"
@@ -165,33 +160,12 @@ def deep_verify(engine: Engine, *, since: datetime | None = None,
                 progress: Callable[[int], None] | None = None) -> VerificationReport:
     """Chains and rows (as ``verify``) plus: every transition legal under its rule version,
     warnings and breaches consistent with the clocks, current rows equal to the replay.
-    ``since`` limits the deep part to complaints changed since then."""
+    ``since`` limits the deep part to complaints changed since then. One pass over the
+    history: each complaint's events are read and parsed once for both parts."""
+    from complaintflow.engine import upcast
+
     now = engine.now()
     with db.read(engine.database) as conn:
-        report = verify_all(conn, index_fields=engine._index_fields(conn))
-        last_id = 0
-        while True:
-            query = sa.select(C.c.id, C.c.number, C.c.state, C.c.fields).where(
-                C.c.id > last_id).order_by(C.c.id).limit(BATCH)
-            if since is not None:
-                query = query.where(C.c.updated_at >= since)
-            rows = conn.execute(query).all()
-            if not rows:
-                break
-            last_id = rows[-1].id
-            by_id: dict[int, list[Any]] = {r.id: [] for r in rows}
-            for ev in conn.execute(sa.select(E).where(E.c.complaint_id.in_(list(by_id)))
-                                   .order_by(E.c.complaint_id, E.c.seq)):
-                by_id[ev.complaint_id].append(ev)
-            for r in rows:
-                events = [engine.event_view(r.number, ev, None) for ev in by_id[r.id]]
-                seen = {(f.number, f.kind) for f in report.findings}
-                for finding in deep_findings(
-                    r.number, events, lambda v: engine.compiled(conn, v), now,
-                    {"state": r.state, "fields": r.fields},
-                ):
-                    if (finding.number, finding.kind) not in seen:
-                        report.findings.append(finding)
-            if progress is not None:
-                progress(len(rows))
-        return report
+        deep = DeepVerifier(lambda v: engine.compiled(conn, v), now, upcast)
+        return verify_all(conn, progress, engine._index_fields(conn), deep=deep,
+                          deep_since=since)

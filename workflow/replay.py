@@ -9,7 +9,7 @@ guards of the rule version it was decided under.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,12 +17,13 @@ from typing import Any
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
 from complaintflow.errors import TransitionRefused
-from complaintflow.states.conditions import Facts
+from complaintflow.states.conditions import Facts, Scope, fields_read
+from complaintflow.states.guards import CompiledTransition
 from complaintflow.timers import parse_iso
-from complaintflow.verify import Finding
+from complaintflow.verify import Finding, StoredEvent, fold_fields
 from complaintflow.views import HistoryEvent
 
-__all__ = ["Replayed", "ReplayedTimer", "fold", "replay_events"]
+__all__ = ["DeepVerifier", "Replayed", "ReplayedTimer", "fold", "fold_event", "replay_events"]
 
 
 @dataclass
@@ -119,42 +120,41 @@ def _apply_timer_changes(timers: dict[tuple[str, int], ReplayedTimer],
 
 def fold(state: Replayed, event: HistoryEvent) -> None:
     """Apply one event to a replayed snapshot (in place)."""
-    p = event.payload
-    at = event.occurred_at
-    state.state = event.to_state
-    state.version = event.seq
-    state.ruleset = event.ruleset
-    if "fields" in p:
-        state.fields.update(p["fields"])
-    if "set" in p:
-        state.fields.update(p["set"])
-        state.fields = {k: v for k, v in state.fields.items() if v is not None}
-    for name in p.get("dropped_fields", []):
-        state.fields.pop(name, None)
+    fold_event(state, event.type, event.seq, event.to_state, event.ruleset, event.payload,
+               event.occurred_at)
+
+
+def fold_event(state: Replayed, type: str, seq: int, to_state: str, ruleset: str,
+               p: Mapping[str, Any], at: datetime) -> None:
+    """``fold`` from an event's parts (deep verification has no ``HistoryEvent``)."""
+    state.state = to_state
+    state.version = seq
+    state.ruleset = ruleset
+    state.fields = fold_fields(state.fields, p)
     if "severity" in p:
         state.severity = p["severity"]
     if "timers" in p:
         _apply_timer_changes(state.timers, p["timers"], at)
-    if event.type in ("timer_warning", "timer_breached"):
+    if type in ("timer_warning", "timer_breached"):
         found = state.timers.get((p["timer"], int(p.get("run", 1))))
         if found is not None:
             record = {"index": p.get("index"), "due_at": p.get("due_at"),
                       "fired_at": at.isoformat(), "lateness_seconds": p.get("lateness_seconds")}
-            if event.type == "timer_warning":
+            if type == "timer_warning":
                 found.warnings.append(record)
             else:
                 found.breached_at = at
                 found.breach_due_at = parse_iso(p["due_at"])
         if p.get("actions", {}).get("reassign"):
             state.escalated_to = p["actions"]["reassign"]
-    elif event.type in ("timer_extended", "deadline_recomputed"):
+    elif type in ("timer_extended", "deadline_recomputed"):
         found = state.timers.get((p["timer"], int(p.get("run", 1))))
         if found is not None:
             found.due_at = parse_iso(p["due_at"]) if p.get("due_at") else None
             found.provisional = bool(p.get("provisional"))
             if p.get("calendar_version"):
                 found.calendar_version = p["calendar_version"]
-            if event.type == "timer_extended":
+            if type == "timer_extended":
                 found.extensions.append({"amount": p.get("amount"), "unit": p.get("unit"),
                                          "at": at.isoformat(), "reason": p.get("reason")})
                 found.budget = p.get("budget", found.budget)
@@ -185,82 +185,198 @@ def replay_events(number: str, events: Iterable[HistoryEvent], at: datetime | No
 
 # -- deep verification ---------------------------------------------------------------------
 
-def deep_findings(
-    number: str,
-    events: list[HistoryEvent],
-    compiled_for: Callable[[str], Compiled],
-    now: datetime,
-    stored: Mapping[str, Any] | None = None,
-) -> Iterator[Finding]:
-    """Check that every recorded transition was legal under the rule version in force, and
-    that warnings and breaches match what the clocks imply."""
-    if not events:
-        return
-    first = events[0]
-    replayed = Replayed(number, None, first.to_state, 0, None, {}, first.ruleset,
-                        first.occurred_at, None, {}, [])
-    facts = Facts()
-    floor: str | None = None
-    for event in events:
-        if event.type == "transition" and event.trigger is not None:
-            compiled = compiled_for(event.ruleset)
-            before = compiled.codec.decode(replayed.fields)
-            actor = Actor(event.actor_id, event.actor_roles, event.actor_department)
-            data = event.payload.get("set", {})
-            try:
-                step = compiled.machine.step(
-                    number, replayed.state, event.trigger, actor, before,
-                    compiled.builtins(number, replayed.received_at), facts, data,
-                    floor, event.occurred_at)
-            except TransitionRefused as exc:
-                yield Finding(number, event.seq, "illegal_transition",
-                              f"{event.trigger!r} by {event.actor_id} "
-                              f"({', '.join(event.actor_roles) or 'no roles'}) was not allowed "
-                              f"under rule set {event.ruleset[:12]}: [{exc.check}] {exc.reason}")
-            else:
-                if step.to_state != event.to_state:
-                    yield Finding(number, event.seq, "wrong_target",
-                                  f"{event.trigger!r} leads to {step.to_state!r} under the "
-                                  f"rules, history says {event.to_state!r}")
-                if step.severity != event.payload.get("severity", step.severity):
-                    yield Finding(number, event.seq, "wrong_severity",
-                                  f"the rules give severity {step.severity!r}, history says "
-                                  f"{event.payload.get('severity')!r}")
-        facts.record(event.seq, event.trigger, event.actor_id, event.from_state,
-                     event.to_state, event.occurred_at)
-        if event.type == "timer_breached":
-            level = event.payload.get("actions", {}).get("raise_severity")
-            if level is not None:
-                levels = compiled_for(event.ruleset).rules.severity_levels
-                if floor is None or levels.index(level) > levels.index(floor):
-                    floor = level
-        fold(replayed, event)
-    for t in replayed.timers.values():
-        if t.breached_at is not None and t.breach_due_at is not None \
-                and t.breached_at < t.breach_due_at:
-            yield Finding(number, None, "early_breach",
-                          f"timer {t.timer} run {t.run} breached at {t.breached_at} before "
-                          f"its due time {t.breach_due_at}")
-        if t.breached_at is not None and t.due_at is not None and t.breach_due_at is not None \
-                and t.due_at > t.breach_due_at and t.breached_at < t.due_at \
-                and not t.extensions:
-            yield Finding(number, None, "breach_mismatch",
-                          f"timer {t.timer} run {t.run} breached for due {t.breach_due_at} "
-                          f"but the clock was due {t.due_at}")
-        end = t.stopped_at or now
-        if t.breached_at is None and t.due_at is not None and t.status != "paused" \
-                and t.due_at < end and t.due_at <= now - timedelta(minutes=1):
-            yield Finding(number, None, "missed_breach",
-                          f"timer {t.timer} run {t.run} was due {t.due_at.isoformat()} "
-                          f"and {'stopped' if t.stopped_at else 'is still running'} "
-                          f"without a recorded breach")
-    if stored is not None:
-        if stored.get("state") != replayed.state:
-            yield Finding(number, replayed.version, "state_mismatch",
-                          f"stored state {stored.get('state')!r}, replay gives "
-                          f"{replayed.state!r}")
-        stored_fields = json.loads(stored.get("fields", "{}"))
-        if stored_fields != replayed.fields:
-            yield Finding(number, replayed.version, "fields_mismatch",
-                          "stored fields differ from the replayed fields")
 
+@dataclass
+class _Version:
+    """One rule-set version as deep verification uses it, with what it caches."""
+
+    compiled: Compiled
+    severity_fields: tuple[str, ...]  # all the severity rules read
+    candidates: dict[tuple[str, str], tuple[CompiledTransition, ...]] = field(
+        default_factory=dict)
+
+    @classmethod
+    def of(cls, compiled: Compiled) -> _Version:
+        read: set[str] = set()
+        for rule in compiled.rules.definition.severity.rules:
+            read |= fields_read(rule.when)
+        return cls(compiled, tuple(sorted(read)))
+
+    def transitions(self, trigger: str, state: str) -> tuple[CompiledTransition, ...]:
+        """The transitions ``trigger`` may take from ``state``, in the machine's order."""
+        found = self.candidates.get((trigger, state))
+        if found is None:
+            found = self.candidates[(trigger, state)] = tuple(
+                ct for ct in self.compiled.machine.compiled
+                if ct.trigger == trigger and state in ct.definition.source)
+        return found
+
+
+class DeepVerifier:
+    """The deep part of verification, one complaint at a time (``verify.DeepCheck``).
+
+    Every recorded transition is re-checked under the rule version in force: the candidate
+    transitions of (trigger, state) go through the guard pipeline of ``fire``
+    (``CompiledTransition.apply_data`` and ``check``, in the machine's order, the first
+    allowed one wins) and must lead where the history says, with the severity it says. The
+    severity function is re-run only when a field it reads (or the floor) changed since the
+    complaint's previous transition. When no candidate is allowed, ``ComplaintMachine.step``
+    runs to name the refusal exactly as ``fire`` would. Fields are decoded incrementally
+    (only what an event sets). Then the clocks' warnings and breaches, and the current
+    row, are compared with the replay."""
+
+    def __init__(self, compiled_for: Callable[[str], Compiled], now: datetime,
+                 upcast: Callable[[dict[str, Any], int], dict[str, Any]]) -> None:
+        self._compiled_for = compiled_for
+        self._versions: dict[str, _Version] = {}
+        self._actors: dict[tuple[str, str, str | None], tuple[Actor, tuple[str, ...]]] = {}
+        self._now = now
+        self._upcast = upcast
+
+    def version(self, ruleset: str) -> _Version:
+        found = self._versions.get(ruleset)
+        if found is None:
+            found = self._versions[ruleset] = _Version.of(self._compiled_for(ruleset))
+        return found
+
+    def _actor(self, actor_id: str, roles: str, department: str | None
+               ) -> tuple[Actor, tuple[str, ...]]:
+        key = (actor_id, roles, department)
+        found = self._actors.get(key)
+        if found is None:
+            listed = tuple(json.loads(roles))
+            found = self._actors[key] = (Actor(actor_id, listed, department), listed)
+        return found
+
+    def __call__(self, row: Any, events: Sequence[StoredEvent]) -> list[Finding]:
+        return list(self.findings(row.number, events, {"state": row.state,
+                                                      "fields": row.fields}))
+
+    def findings(self, number: str, events: Sequence[StoredEvent],
+                 stored: Mapping[str, Any] | None = None) -> Iterator[Finding]:
+        """Check that every recorded transition was legal under the rule version in force,
+        and that warnings and breaches match what the clocks imply."""
+        if not events:
+            return
+        upcast = self._upcast
+        first = events[0]
+        received = datetime.fromisoformat(first.occurred_at)
+        replayed = Replayed(number, None, first.to_state, 0, None, {}, first.ruleset,
+                            received, None, {}, [])
+        facts = Facts()
+        floor: str | None = None
+        typed: dict[str, Any] = {}  # replayed.fields decoded under typed_version's types
+        typed_version: _Version | None = None
+        builtins: dict[str, dict[str, Any]] = {}
+        severity_memo: tuple[Any, ...] | None = None  # (version, floor, values, severity)
+        for event in events:
+            p = upcast(event.parsed(), event.schema_version)
+            at = datetime.fromisoformat(event.occurred_at)
+            trigger = event.trigger
+            if event.type == "transition" and trigger is not None:
+                version = self.version(event.ruleset)
+                compiled = version.compiled
+                if typed_version is not version:
+                    typed = compiled.codec.decode(replayed.fields)
+                    typed_version = version
+                actor, roles = self._actor(event.actor_id, event.actor_roles,
+                                           event.actor_department)
+                data = p.get("set", {})
+                base = builtins.get(compiled.version)
+                if base is None:
+                    base = builtins[compiled.version] = compiled.builtins(number, received)
+                state = replayed.state
+                outcome: tuple[str, str] | None = None
+                machine = compiled.machine
+                rules = machine.rules
+                for ct in version.transitions(trigger, state):
+                    # ComplaintMachine's guard step for one candidate (_Attempt.run)
+                    updated, problems = ct.apply_data(rules, typed, data)
+                    values = tuple([updated.get(n) for n in version.severity_fields])
+                    if severity_memo is not None and severity_memo[0] is version \
+                            and severity_memo[1] == floor and severity_memo[2] == values:
+                        severity = severity_memo[3]
+                    else:
+                        severity = machine.severity(updated, floor)
+                        severity_memo = (version, floor, values, severity)
+                    scope = Scope({**updated, **base, "state": state, "severity": severity},
+                                  actor, facts, at, machine.calendars,
+                                  rules.definition.calendar)
+                    if ct.check(rules, actor, scope, problems, typed) is None:
+                        outcome = (ct.definition.to, severity)
+                        break
+                if outcome is None:
+                    try:  # refused: the machine names the check exactly as fire would
+                        step = machine.step(number, state, trigger, actor, typed, base, facts,
+                                            data, floor, at)
+                    except TransitionRefused as exc:
+                        yield Finding(number, event.seq, "illegal_transition",
+                                      f"{trigger!r} by {event.actor_id} "
+                                      f"({', '.join(roles) or 'no roles'}) was not allowed "
+                                      f"under rule set {event.ruleset[:12]}: [{exc.check}] "
+                                      f"{exc.reason}")
+                    else:
+                        outcome = (step.to_state, step.severity)
+                if outcome is not None:
+                    to_state, severity = outcome
+                    if to_state != event.to_state:
+                        yield Finding(number, event.seq, "wrong_target",
+                                      f"{trigger!r} leads to {to_state!r} under the "
+                                      f"rules, history says {event.to_state!r}")
+                    if severity != p.get("severity", severity):
+                        yield Finding(number, event.seq, "wrong_severity",
+                                      f"the rules give severity {severity!r}, history says "
+                                      f"{p.get('severity')!r}")
+            facts.record(event.seq, trigger, event.actor_id, event.from_state,
+                         event.to_state, at)
+            if event.type == "timer_breached":
+                level = p.get("actions", {}).get("raise_severity")
+                if level is not None:
+                    levels = self.version(event.ruleset).compiled.rules.severity_levels
+                    if floor is None or levels.index(level) > levels.index(floor):
+                        floor = level
+            if typed_version is not None and ("fields" in p or "set" in p
+                                              or "dropped_fields" in p):
+                codec = typed_version.compiled.codec
+                if "fields" in p:
+                    typed.update(codec.decode(p["fields"]))
+                if "set" in p:
+                    typed.update(codec.decode(p["set"]))
+                    if None in typed.values():
+                        typed = {k: v for k, v in typed.items() if v is not None}
+                for name in p.get("dropped_fields", ()):
+                    typed.pop(name, None)
+            fold_event(replayed, event.type, event.seq, event.to_state, event.ruleset, p, at)
+        yield from self._clock_findings(number, replayed)
+        if stored is not None:
+            if stored.get("state") != replayed.state:
+                yield Finding(number, replayed.version, "state_mismatch",
+                              f"stored state {stored.get('state')!r}, replay gives "
+                              f"{replayed.state!r}")
+            stored_fields = json.loads(stored.get("fields", "{}"))
+            if stored_fields != replayed.fields:
+                yield Finding(number, replayed.version, "fields_mismatch",
+                              "stored fields differ from the replayed fields")
+
+    def _clock_findings(self, number: str, replayed: Replayed) -> Iterator[Finding]:
+        now = self._now
+        for t in replayed.timers.values():
+            if t.breached_at is not None and t.breach_due_at is not None \
+                    and t.breached_at < t.breach_due_at:
+                yield Finding(number, None, "early_breach",
+                              f"timer {t.timer} run {t.run} breached at {t.breached_at} before "
+                              f"its due time {t.breach_due_at}")
+            if t.breached_at is not None and t.due_at is not None \
+                    and t.breach_due_at is not None \
+                    and t.due_at > t.breach_due_at and t.breached_at < t.due_at \
+                    and not t.extensions:
+                yield Finding(number, None, "breach_mismatch",
+                              f"timer {t.timer} run {t.run} breached for due {t.breach_due_at} "
+                              f"but the clock was due {t.due_at}")
+            end = t.stopped_at or now
+            if t.breached_at is None and t.due_at is not None and t.status != "paused" \
+                    and t.due_at < end and t.due_at <= now - timedelta(minutes=1):
+                yield Finding(number, None, "missed_breach",
+                              f"timer {t.timer} run {t.run} was due {t.due_at.isoformat()} "
+                              f"and {'stopped' if t.stopped_at else 'is still running'} "
+                              f"without a recorded breach")

@@ -1,24 +1,33 @@
 """Verification of stored history: hash chains, heads, current rows, number sequences.
 
-Streams complaints in batches, so memory stays flat however large the database is.
+One streaming pass: complaints in id order (keyset batches of ``BATCH``), their events in
+(complaint, seq) order through a plain driver cursor, so memory stays flat however large the
+database is. Each event is hashed from its stored text (the payload and the roles are
+hashed as stored, the instant in the same ISO form ``storage.hashing.iso`` gives), and its
+payload parsed once; a ``deep`` check (see ``replay.DeepCheck``) gets the same parsed
+events.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from complaintflow.storage.hashing import GENESIS, canonical, event_hash
+from complaintflow.storage.hashing import GENESIS, canonical, iso
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import number_sequences as N
 
-__all__ = ["Finding", "VerificationReport", "verify_all"]
+__all__ = ["Finding", "StoredEvent", "VerificationReport", "fold_fields", "verify_all"]
 
 BATCH = 500
 
@@ -64,30 +73,188 @@ class VerificationReport:
 IndexFields = Callable[[str], tuple[str | None, str | None]]
 
 
-def _check_chain(row: Any, events: Sequence[Any],
+class StoredEvent(NamedTuple):
+    """An event row as verification reads it: the stored texts, the instant as the ISO text
+    the hash covers, and the payload parsed once (``None`` if it is not JSON)."""
+
+    seq: int
+    type: str
+    trigger: str | None
+    from_state: str | None
+    to_state: str
+    actor_id: str
+    actor_roles: str
+    actor_department: str | None
+    occurred_at: str
+    payload_text: str
+    payload: dict[str, Any] | None
+    ruleset: str
+    schema_version: int
+    prev_hash: str
+    hash: str
+
+    def parsed(self) -> dict[str, Any]:
+        """The payload; raises the parser's error if the stored text is not JSON."""
+        if self.payload is None:
+            loaded: dict[str, Any] = json.loads(self.payload_text)
+            return loaded
+        return self.payload
+
+
+#: What ``verify_all`` hands each complaint to for the deep part: the complaint's row and its
+#: events; it returns the findings.
+DeepCheck = Callable[[Any, Sequence[StoredEvent]], Iterable[Finding]]
+
+
+def fold_fields(fields: dict[str, Any], payload: dict[str, Any] | Any) -> dict[str, Any]:
+    """The complaint's field values (as stored JSON values) after one event's payload.
+
+    ``fields`` is updated in place; the result is a new dict when a ``set`` cleared values
+    (cleared fields are dropped). The one fold of fields that replay, verification and deep
+    verification share."""
+    if "fields" in payload:
+        fields.update(payload["fields"])
+    if "set" in payload:
+        fields.update(payload["set"])
+        if None in fields.values():
+            fields = {k: v for k, v in fields.items() if v is not None}
+    if "dropped_fields" in payload:
+        for name in payload["dropped_fields"]:
+            fields.pop(name, None)
+    return fields
+
+
+# -- reading events cheaply ---------------------------------------------------------------------
+
+_SQLITE_INSTANT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+_PG_INSTANT = "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+_COLUMNS = ("complaint_id, seq, type, trigger, from_state, to_state, actor_id, actor_roles, "
+            "actor_department, {instant}, payload, ruleset, schema_version, prev_hash, hash")
+
+
+class _EventReader:
+    """Events of a range of complaint ids through the driver's own cursor: no row objects,
+    no type processing; instants come back as the text the hash covers."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._sqlite = conn.dialect.name == "sqlite"
+        mark = "?" if self._sqlite else "%s"
+        instant = "occurred_at" if self._sqlite else _PG_INSTANT
+        self._sql = (f"SELECT {_COLUMNS.format(instant=instant)} FROM {E.name} "
+                     f"WHERE complaint_id >= {mark} AND complaint_id <= {mark} "
+                     "ORDER BY complaint_id, seq")
+        dialect = conn.dialect
+        self._fallback = E.c.occurred_at.type.dialect_impl(dialect).result_processor(dialect, None)
+
+    def instant(self, raw: Any) -> str:
+        """The ISO text (``…Z``) of a stored instant, as ``hashing.iso`` gives it."""
+        if self._sqlite and isinstance(raw, str) and _SQLITE_INSTANT.fullmatch(raw):
+            return f"{raw[:10]}T{raw[11:]}Z"
+        if isinstance(raw, str) and not self._sqlite:
+            return raw
+        value = self._fallback(raw) if self._fallback is not None else raw
+        assert isinstance(value, datetime), f"stored instant {raw!r}"
+        return iso(value)
+
+    def events(self, first_id: int, last_id: int) -> Generator[tuple[int, list[StoredEvent]]]:
+        """(complaint id, its events) for the complaints in ``first_id..last_id`` that have
+        events, in id order; one complaint's events are built at a time."""
+        cursor: Any = self._conn.connection.cursor()
+        try:
+            cursor.execute(self._sql, (first_id, last_id))
+            loads = json.loads
+            sqlite = self._sqlite
+            fast = _SQLITE_INSTANT.fullmatch
+            current = -1
+            bucket: list[StoredEvent] = []
+            for (cid, seq, type_, trigger, from_state, to_state, actor_id, roles, department,
+                 at, text, ruleset, schema_version, prev_hash, digest) in cursor:
+                if cid != current:
+                    if bucket:
+                        yield current, bucket
+                    current, bucket = cid, []
+                if sqlite and isinstance(at, str) and fast(at):
+                    at = f"{at[:10]}T{at[11:]}Z"
+                else:
+                    at = self.instant(at)
+                try:
+                    payload = loads(text)
+                except (TypeError, ValueError):
+                    payload = None
+                if not isinstance(payload, dict):
+                    payload = None
+                bucket.append(StoredEvent(seq, type_, trigger, from_state, to_state, actor_id,
+                                          roles, department, at, text, payload, ruleset,
+                                          schema_version, prev_hash, digest))
+            if bucket:
+                yield current, bucket
+        finally:
+            cursor.close()
+
+
+def _scalar(value: Any) -> str:
+    """``canonical`` of one column value."""
+    if type(value) is str:
+        text: str = encode_basestring(value)
+        return text
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return str(value)
+    return canonical(value)
+
+
+def stored_hash(number: str, ev: StoredEvent) -> str:
+    """``storage.hashing.event_hash`` of a stored event, built from the stored texts (the
+    same canonical body, without re-serialising a list)."""
+    enc = encode_basestring
+    trigger, from_state, department = ev.trigger, ev.from_state, ev.actor_department
+    seq, schema_version = ev.seq, ev.schema_version
+    body = (f"[{enc(number)},{seq if type(seq) is int else _scalar(seq)},{enc(ev.type)},"
+            f"{'null' if trigger is None else enc(trigger)},"
+            f"{'null' if from_state is None else enc(from_state)},{enc(ev.to_state)},"
+            f"{enc(ev.actor_id)},{enc(ev.actor_roles)},"
+            f"{'null' if department is None else enc(department)},{enc(ev.occurred_at)},"
+            f"{enc(ev.payload_text)},{enc(ev.ruleset)},"
+            f"{schema_version if type(schema_version) is int else _scalar(schema_version)},"
+            f"{enc(ev.prev_hash)}]")
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+# -- one complaint --------------------------------------------------------------------------
+
+
+@dataclass
+class _History:
+    """What the chain says about the complaint's current row."""
+
+    last: StoredEvent
+    first: StoredEvent
+    fields: dict[str, Any]
+    severity: str | None
+    ruleset: str  # in force after the last migration (or the first event's)
+
+
+def _check_chain(row: Any, events: Sequence[StoredEvent],
                  index_fields: IndexFields | None = None) -> list[Finding]:
     number = row.number
     out: list[Finding] = []
     prev = GENESIS
     fields: dict[str, Any] = {}
     severity = None
-    last: Any = None
+    last: StoredEvent | None = None
+    ruleset = ""
     for expected, ev in enumerate(events, start=1):
         if ev.seq != expected:
             out.append(Finding(number, expected, "missing",
                                f"event {expected} is missing (next stored is {ev.seq})"))
             return out
-        digest = event_hash(
-            number=number, seq=ev.seq, type=ev.type, trigger=ev.trigger,
-            from_state=ev.from_state, to_state=ev.to_state, actor_id=ev.actor_id,
-            actor_roles=ev.actor_roles, actor_department=ev.actor_department,
-            occurred_at=ev.occurred_at, payload=ev.payload, ruleset=ev.ruleset,
-            schema_version=ev.schema_version, prev_hash=ev.prev_hash,
-        )
         if ev.prev_hash != prev:
             out.append(Finding(number, ev.seq, "reordered",
                                "does not link to the event before it (inserted or moved)"))
             return out
+        digest = stored_hash(number, ev)
         if digest != ev.hash:
             out.append(Finding(number, ev.seq, "edited",
                                f"content hashes to {digest[:12]}…, stored {ev.hash[:12]}…"))
@@ -97,12 +264,11 @@ def _check_chain(row: Any, events: Sequence[Any],
                                f"starts in {ev.from_state!r} but the complaint was in "
                                f"{last.to_state!r}"))
             return out
-        payload = json.loads(ev.payload)
-        fields.update(payload.get("fields", {}))
-        fields.update(payload.get("set", {}))
-        for name in payload.get("dropped_fields", []):
-            fields.pop(name, None)
+        payload = ev.parsed()
+        fields = fold_fields(fields, payload)
         severity = payload.get("severity", severity)
+        if last is None or ev.type == "ruleset_migrated":
+            ruleset = str(ev.ruleset)
         prev = ev.hash
         last = ev
     if last is None:
@@ -113,6 +279,15 @@ def _check_chain(row: Any, events: Sequence[Any],
         out.append(Finding(number, last.seq + 1, "truncated",
                            f"events {last.seq + 1}..{row.head_seq} were deleted"))
         return out
+    out.extend(_row_findings(row, _History(last, events[0], fields, severity, ruleset),
+                             index_fields))
+    return out
+
+
+def _row_findings(row: Any, h: _History, index_fields: IndexFields | None) -> list[Finding]:
+    """The complaint's current-state row against what its history says, column by column."""
+    number, last = row.number, h.last
+    out: list[Finding] = []
     if row.head_hash != last.hash or row.head_seq != last.seq:
         out.append(Finding(number, last.seq, "head_mismatch",
                            "the complaint's chain head does not match its last event"))
@@ -122,23 +297,25 @@ def _check_chain(row: Any, events: Sequence[Any],
     if row.version != last.seq:
         out.append(Finding(number, last.seq, "version_mismatch",
                            f"stored version {row.version}, history has {last.seq} events"))
-    replayed = {k: v for k, v in fields.items() if v is not None}
-    if canonical(replayed) != canonical(json.loads(row.fields)):
-        changed = sorted(k for k in set(replayed) | set(json.loads(row.fields))
-                         if replayed.get(k) != json.loads(row.fields).get(k))
+    replayed = {k: v for k, v in h.fields.items() if v is not None}
+    text = canonical(replayed)
+    if text != row.fields and text != canonical(json.loads(row.fields)):
+        stored = json.loads(row.fields)
+        changed = sorted(k for k in set(replayed) | set(stored)
+                         if replayed.get(k) != stored.get(k))
         out.append(Finding(number, last.seq, "fields_mismatch",
                            f"stored fields differ from history: {', '.join(changed)}"))
-    first = events[0]
-    pinned = _latest_ruleset(events)
-    if row.ruleset != pinned:
+    if row.ruleset != h.ruleset:
         out.append(Finding(number, last.seq, "ruleset_mismatch",
-                           f"stored rule set {row.ruleset[:12]}, history pins {pinned[:12]}"))
-    if row.received_at != first.occurred_at:
-        out.append(Finding(number, 1, "received_mismatch",
-                           f"stored receipt {row.received_at.isoformat()}, history says "
-                           f"{first.occurred_at.isoformat()}"))
+                           f"stored rule set {row.ruleset[:12]}, history pins {h.ruleset[:12]}"))
+    if iso(row.received_at) != h.first.occurred_at:
+        first_at = datetime.fromisoformat(h.first.occurred_at).astimezone(UTC)
+        if row.received_at != first_at:
+            out.append(Finding(number, 1, "received_mismatch",
+                               f"stored receipt {row.received_at.isoformat()}, history says "
+                               f"{first_at.isoformat()}"))
     if index_fields is not None:
-        department_field, handler_field = index_fields(_latest_ruleset(events))
+        department_field, handler_field = index_fields(h.ruleset)
         for column, name in (("department", department_field), ("handler", handler_field)):
             indexed: str | None = None
             if name is not None and replayed.get(name) is not None:
@@ -147,46 +324,56 @@ def _check_chain(row: Any, events: Sequence[Any],
                 out.append(Finding(number, last.seq, "index_mismatch",
                                    f"stored {column} {getattr(row, column)!r}, history gives "
                                    f"{indexed!r}"))
-    if severity is not None and row.severity != severity:
+    if h.severity is not None and row.severity != h.severity:
         out.append(Finding(number, last.seq, "severity_mismatch",
-                           f"stored severity {row.severity!r}, history says {severity!r}"))
+                           f"stored severity {row.severity!r}, history says {h.severity!r}"))
     return out
 
 
-def _latest_ruleset(events: Sequence[Any]) -> str:
-    """The rule set in force after the last migration (or the first event's)."""
-    current = str(events[0].ruleset)
-    for e in events:
-        if e.type == "ruleset_migrated":
-            current = str(e.ruleset)
-    return current
+# -- the whole database -----------------------------------------------------------------------
 
 
 def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
-               index_fields: IndexFields | None = None) -> VerificationReport:
+               index_fields: IndexFields | None = None, *, deep: DeepCheck | None = None,
+               deep_since: datetime | None = None) -> VerificationReport:
+    """Every complaint's chain and row, and the number sequences. With ``deep``, each
+    complaint (changed since ``deep_since``, if given) and its events also go to ``deep``;
+    its findings follow the others, without repeating a kind already found for the same
+    complaint."""
     report = VerificationReport()
+    deep_found: list[Finding] = []
     seqs: dict[str, list[int]] = {}
+    reader = _EventReader(conn)
+    columns: list[Any] = [C.c.id, C.c.number, C.c.scope, C.c.seq, C.c.state, C.c.version,
+                          C.c.severity, C.c.fields, C.c.head_seq, C.c.head_hash, C.c.ruleset,
+                          C.c.received_at, C.c.department, C.c.handler]
+    if deep is not None and deep_since is not None:
+        columns.append((C.c.updated_at >= deep_since).label("deep"))
     last_id = 0
     while True:
         rows = conn.execute(
-            sa.select(C.c.id, C.c.number, C.c.scope, C.c.seq, C.c.state, C.c.version,
-                      C.c.severity, C.c.fields, C.c.head_seq, C.c.head_hash, C.c.ruleset,
-                      C.c.received_at, C.c.department, C.c.handler)
-            .where(C.c.id > last_id).order_by(C.c.id).limit(BATCH)
+            sa.select(*columns).where(C.c.id > last_id).order_by(C.c.id).limit(BATCH)
         ).all()
         if not rows:
             break
         last_id = rows[-1].id
-        by_id: dict[int, list[Any]] = {r.id: [] for r in rows}
-        for ev in conn.execute(
-            sa.select(E).where(E.c.complaint_id.in_(list(by_id)))
-            .order_by(E.c.complaint_id, E.c.seq)
-        ):
-            by_id[ev.complaint_id].append(ev)
+        stream = reader.events(rows[0].id, last_id)
+        pending = next(stream, None)
         for r in rows:
+            while pending is not None and pending[0] < r.id:  # events of a deleted complaint
+                pending = next(stream, None)
+            events: list[StoredEvent] = []
+            if pending is not None and pending[0] == r.id:
+                events = pending[1]
+                pending = next(stream, None)
             seqs.setdefault(r.scope, []).append(r.seq)
-            report.findings.extend(_check_chain(r, by_id[r.id], index_fields))
-            report.events += len(by_id[r.id])
+            chain = _check_chain(r, events, index_fields)
+            report.findings.extend(chain)
+            report.events += len(events)
+            if deep is not None and (deep_since is None or r.deep):
+                kinds = {f.kind for f in chain}
+                deep_found.extend(f for f in deep(r, events) if f.kind not in kinds)
+        stream.close()
         report.complaints += len(rows)
         if progress is not None:
             progress(len(rows))
@@ -201,4 +388,5 @@ def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
             report.findings.append(Finding(None, None, "complaint_missing",
                                            f"scope {scope}: complaint numbers {shown}{more} "
                                            "are missing (deleted with their history)"))
+    report.findings.extend(deep_found)
     return report

@@ -583,6 +583,45 @@ def test_deep_verification_finds_a_deleted_breach_event(
     assert "first_response" in deep.findings[0].detail
 
 
+def test_deep_verification_finds_a_transition_that_went_elsewhere(engine: Engine) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    drive(engine, number, TO_INVESTIGATED)
+    last = engine.get(number, CS).version  # submit_report: confirmed -> investigated
+    cid = complaint_id(engine, number)
+    with engine.database.begin() as conn:  # history and row now say it went to "resolved"
+        conn.execute(
+            sa.update(E).where(E.c.complaint_id == cid, E.c.seq == last).values(to_state="resolved")
+        )
+        conn.execute(sa.update(C).where(C.c.id == cid).values(state="resolved"))
+    rechain(engine, number)
+    assert engine.verify().ok
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, last, "wrong_target")]
+    assert "'investigated'" in deep.findings[0].detail and "'resolved'" in deep.findings[0].detail
+
+
+def test_deep_verification_finds_a_forged_severity(engine: Engine) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    drive(engine, number, TO_INVESTIGATED[:1])
+    assert engine.get(number, CS).severity == "general"
+    cid = complaint_id(engine, number)
+    with engine.database.begin() as conn:  # "record" now claims the complaint became major
+        payload = json.loads(
+            conn.execute(
+                sa.select(E.c.payload).where(E.c.complaint_id == cid, E.c.seq == 2)
+            ).scalar_one()
+        )
+        payload["severity"] = "major"
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        conn.execute(sa.update(E).where(E.c.complaint_id == cid, E.c.seq == 2).values(payload=text))
+        conn.execute(sa.update(C).where(C.c.id == cid).values(severity="major"))
+    rechain(engine, number)
+    assert engine.verify().ok
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, 2, "wrong_severity")]
+    assert "'general'" in deep.findings[0].detail and "'major'" in deep.findings[0].detail
+
+
 def test_deep_verification_finds_a_hand_edited_current_row(engine: Engine) -> None:
     edited_state = engine.submit(complaint_fields(), CS).number
     edited_fields = engine.submit(complaint_fields(), CS).number
