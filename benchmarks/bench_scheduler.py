@@ -485,10 +485,12 @@ def tick_anatomy(engine: Engine) -> dict[str, int]:
         (engine.database, "begin", on("transactions")),
         (engine.database.pool, "checkout", on("checkouts")),
     ]
+    scheduler = Scheduler(engine)
+    scheduler.tick()  # steady state: the process has ticked before (reviews remembered)
     for target, name, fn in hooks:
         sa.event.listen(target, name, fn)
     try:
-        Scheduler(engine).tick()
+        scheduler.tick()
     finally:
         for target, name, fn in hooks:
             sa.event.remove(target, name, fn)

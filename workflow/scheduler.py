@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -136,8 +136,7 @@ class _Statements:
     claim: Any
     complaints: Any  # locked in id order on PostgreSQL: no deadlock between workers
     earliest: Any  # per complaint, its earliest pending deadline outside the batch
-    timers: Any
-    open_clocks: Any  # running clocks of the complaints whose severity a batch raised
+    timers: Any  # the batch's timer rows, and every running clock of its complaints
     scope_rows: Any
     mark_fired: Any
     insert_events: Any
@@ -159,11 +158,10 @@ class _Statements:
                     .where(_ids("ids", D.c.complaint_id, postgres), D.c.fired_at.is_(None),
                            sa.not_(_ids("mine", D.c.id, postgres)))
                     .group_by(D.c.complaint_id))
-        timers = (sa.select(T.c.id, T.c.timer, T.c.run, T.c.provisional)
-                  .where(_ids("ids", T.c.id, postgres)))
-        open_clocks = (sa.select(T.c.complaint_id, T.c.timer, T.c.ledger, T.c.breached_at)
-                       .where(_ids("ids", T.c.complaint_id, postgres),
-                              T.c.status != "stopped"))
+        timers = (sa.select(T.c.id, T.c.complaint_id, T.c.timer, T.c.run, T.c.provisional,
+                            T.c.status, T.c.ledger, T.c.breached_at)
+                  .where(_ids("complaints", T.c.complaint_id, postgres),
+                         sa.or_(_ids("ids", T.c.id, postgres), T.c.status != "stopped")))
         scope_rows = (sa.select(C.c.id, C.c.fields, C.c.received_at)
                       .where(_ids("ids", C.c.id, postgres)))
         mark_fired = (sa.update(D).where(_ids("ids", D.c.id, postgres))
@@ -172,7 +170,7 @@ class _Statements:
         now = sa.bindparam("now", type_=C.c.updated_at.type)
         if not postgres:
             return cls(
-                claim, complaints, earliest, timers, open_clocks, scope_rows, mark_fired,
+                claim, complaints, earliest, timers, scope_rows, mark_fired,
                 sa.insert(E), sa.insert(O),
                 sa.update(C).where(C.c.id == sa.bindparam("b_id")).values(
                     version=sa.bindparam("b_version"), head_seq=sa.bindparam("b_version"),
@@ -186,8 +184,12 @@ class _Statements:
                         T.c.breached_at)))
         rows = _recordset(E, {c: c for c in _EVENT_COLUMNS})
         insert_events = sa.insert(E).from_select(_EVENT_COLUMNS, sa.select(*rows.c))
-        rows = _recordset(O, {c: c for c in _OUTBOX_COLUMNS})
-        insert_outbox = sa.insert(O).from_select(_OUTBOX_COLUMNS, sa.select(*rows.c))
+        # the payload is the event's, already sent once: taken from the row just inserted
+        rows = _recordset(O, {c: c for c in _OUTBOX_COLUMNS if c != "payload"})
+        insert_outbox = sa.insert(O).from_select(_OUTBOX_COLUMNS, sa.select(
+            *[E.c.payload if c == "payload" else rows.c[c] for c in _OUTBOX_COLUMNS]
+        ).join_from(rows, E, sa.and_(E.c.complaint_id == rows.c.complaint_id,
+                                     E.c.seq == rows.c.event_seq)))
         v = _recordset(C, {"b_id": "id", "b_version": "version", "b_hash": "head_hash",
                         "b_severity": "severity", "b_floor": "severity_floor",
                         "b_escalated": "escalated_to"})
@@ -200,7 +202,7 @@ class _Statements:
             warned=T.c.warned + v.c.b_warned,
             breached_at=sa.func.coalesce(v.c.b_breached, T.c.breached_at))
         return cls(claim.with_for_update(skip_locked=True), complaints.with_for_update(),
-                   earliest, timers, open_clocks, scope_rows, mark_fired, insert_events,
+                   earliest, timers, scope_rows, mark_fired, insert_events,
                    insert_outbox, advance_heads, count_timers)
 
 
@@ -290,10 +292,14 @@ class Scheduler:
                            or d.due_at <= earliest[d.complaint_id]]
                 if not claimed:
                     return report
-            timers = {r.id: r for r in conn.execute(
-                st.timers, {"ids": sorted({d.timer_id for d in claimed})}).all()}
+            claimed_timers = {d.timer_id for d in claimed}
+            clocks = conn.execute(st.timers, {"complaints": sorted({d.complaint_id
+                                                                    for d in claimed}),
+                                              "ids": sorted(claimed_timers)}).all()
+            timers = {r.id: r for r in clocks if r.id in claimed_timers}
             events: list[dict[str, Any]] = []
-            notes: list[dict[str, Any]] = []
+            notes: list[dict[str, Any]] = []  # without the payload: the event's
+            note_events: list[int] = []  # index in ``events`` of each note's event
             warned: dict[int, int] = {}
             breached: set[int] = set()
             touched: dict[int, _Head] = {}
@@ -362,9 +368,9 @@ class Scheduler:
                     notes.append({
                         "key": f"{comp.number}:{seq}:{kind}", "complaint_id": comp.id,
                         "number": comp.number, "event_seq": seq, "kind": kind,
-                        "recipients": text, "payload": event_row["payload"],  # canonical(payload)
-                        "created_at": now, "attempts": 0,
+                        "recipients": text, "created_at": now, "attempts": 0,
                     })
+                    note_events.append(len(events) - 1)
                 if lateness > report.max_lateness:
                     report.max_lateness = lateness
             report.fired = len(claimed)
@@ -387,10 +393,13 @@ class Scheduler:
                 conn.execute(st.advance_heads, [{**r, "now": now} for r in heads_rows])
                 conn.execute(st.count_timers, timer_rows)
                 if notes:
-                    conn.execute(st.insert_outbox, notes)
+                    conn.execute(st.insert_outbox, [
+                        {**note, "payload": events[i]["payload"]}  # canonical(payload)
+                        for note, i in zip(notes, note_events, strict=True)])
             sensitive = [c for c in raised.values() if c.compiled.timers.severity_sensitive]
             if sensitive:
-                for comp in self._clocks_to_rederive(conn, st, sensitive, now):
+                for comp in self._clocks_to_rederive(conn, st, sensitive, clocks, breached,
+                                                     now):
                     committed.extend(self._rederive(conn, comp.id, now))
             for complaint_id, trigger, timer_name in fires:
                 committed.extend(self._fire_action(conn, complaint_id, trigger, timer_name,
@@ -398,18 +407,23 @@ class Scheduler:
         return report
 
     def _clocks_to_rederive(self, conn: Connection, st: _Statements, raised: list[_Head],
+                            clocks: Sequence[Any], breached: set[int],
                             now: datetime) -> list[_Head]:
         """The complaints among ``raised`` for which ``sla.on_event`` with the raised
         severity would change a clock: a pause out of step with the state, or a clock not
-        yet breached whose budget (a variant) now differs. Two reads for the whole batch
-        (the second only if some clock is not breached); the others need nothing."""
+        yet breached (``breached``: by this batch) whose budget (a variant) now differs.
+        ``clocks``: the running clocks as read at the start of the batch (which changed
+        only their breach and warning counts since). One more read, only if some clock is
+        not breached; the others need nothing."""
         by_id = {c.id: c for c in raised}
         out: dict[int, _Head] = {}
         budgets: list[tuple[_Head, CompiledTimer, Ledger]] = []
-        for row in conn.execute(st.open_clocks, {"ids": sorted(by_id)}).all():
-            comp = by_id[row.complaint_id]
+        for row in clocks:
+            comp = by_id.get(row.complaint_id)
+            if comp is None or row.status == "stopped" or comp.id in out:
+                continue
             timer = comp.compiled.timers.by_id.get(row.timer)
-            if timer is None or comp.id in out:
+            if timer is None:
                 continue
             paused = False
             if '"pauses":[]' not in row.ledger:  # no pause ever: cannot be paused
@@ -417,7 +431,7 @@ class Scheduler:
                 paused = ledger.paused
             if (comp.state in timer.definition.pause) != paused:
                 out[comp.id] = comp
-            elif row.breached_at is None:
+            elif row.breached_at is None and row.id not in breached:
                 budgets.append((comp, timer, Ledger.from_text(row.ledger)))
         budgets = [b for b in budgets if b[0].id not in out]
         if budgets:
