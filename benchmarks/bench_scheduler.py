@@ -68,7 +68,7 @@ from benchmarks._common import (  # noqa: E402
     write_section,
 )
 from complaintflow import Engine, SimulatedClock  # noqa: E402
-from complaintflow.scheduler import Scheduler  # noqa: E402
+from complaintflow.scheduler import DEFAULT_BATCH_SIZE, Scheduler  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks-scheduler.md"
 TICK_TARGET_MS = 5.0
@@ -796,7 +796,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--drain", type=int, default=100_000, help="due breaches per drain")
-    parser.add_argument("--batch-size", type=int, default=500, help="Scheduler batch_size")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="Scheduler batch_size (default: the library's)",
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-deadlines", type=int, default=10_000)
     parser.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
