@@ -270,9 +270,10 @@ class Scheduler:
         """Claim and fire up to ``batch_size`` due deadlines in ONE transaction.
 
         Set-based: one claim, three reads (the complaints, locked in id order; their earliest
-        pending deadline outside the batch; the timer rows), events and hashes computed here,
-        then one executemany per table. Only a complaint whose raised severity really changes
-        a clock, or whose breach fires a transition, takes a path of its own."""
+        pending deadline outside the batch; their timer rows), events and hashes computed
+        here, then one bulk write per table (deadlines, events, complaint heads, timers,
+        outbox). Only a complaint whose raised severity really changes a clock, or whose
+        breach fires a transition, takes a path of its own."""
         engine = self.engine
         report = BatchReport()
         with db.write(engine.database) as conn:
