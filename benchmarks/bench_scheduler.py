@@ -349,7 +349,8 @@ def reset_drained(conn: psycopg.Connection[Any]) -> int:
             )
         conn.execute("DELETE FROM outbox")
         conn.execute("TRUNCATE bench_audit")
-    vacuum(conn)
+    if n:
+        vacuum(conn)
     return int(n)
 
 
