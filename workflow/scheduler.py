@@ -53,10 +53,10 @@ log = logging.getLogger("complaintflow.scheduler")
 
 SYSTEM = Actor("system:scheduler", ())
 
-#: Deadlines per batch (one transaction). Measured on PostgreSQL with 1M complaints (see
+#: Deadlines per batch (one transaction). Measured on PostgreSQL, 100k complaints (see
 #: docs/benchmarks-scheduler.md): one process drains fastest at 2,000 (500: ~4,300/s, 1,000:
 #: ~4,800/s, 2,000: ~5,650/s). A batch holds its complaints' row locks (on SQLite the write
-#: lock) for its duration, about 0.3 s at this size.
+#: lock) for its duration, about 0.35 s at this size.
 DEFAULT_BATCH_SIZE = 2000
 
 #: A review notification lists at most this many numbers (oldest first); the counts are
