@@ -152,7 +152,9 @@ def scheduler_process(
         ) -> None:
             if statement.lstrip().upper().startswith("UPDATE DEADLINES SET FIRED_AT"):
                 values = parameters.values() if isinstance(parameters, dict) else parameters
-                pending[:] = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+                # the ids: one parameter each (SQLite), or one array (PostgreSQL)
+                flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+                pending[:] = [v for v in flat if isinstance(v, int) and not isinstance(v, bool)]
 
         def before_commit(_conn: Any) -> None:
             if not pending:
