@@ -53,7 +53,7 @@ from complaintflow.rules.check import did_you_mean
 from complaintflow.rules.loader import default_rules_text, json_schema, load_rules
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import to_json
-from complaintflow.scheduler import Scheduler, TickReport
+from complaintflow.scheduler import DEFAULT_BATCH_SIZE, Scheduler, TickReport
 from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
 from complaintflow.timeline import render_timeline
@@ -1999,7 +1999,7 @@ def _scheduler_options(f: F) -> F:
     f = click.option(
         "--batch-size",
         type=click.IntRange(1, 10_000),
-        default=500,
+        default=DEFAULT_BATCH_SIZE,
         show_default=True,
         help="Deadlines claimed per transaction.",
     )(f)
@@ -2190,8 +2190,8 @@ def _note_summary(note: Notification, zone: ZoneInfo) -> str:
         due = _short(_parse_iso(p.get("due_at")), zone)
         return f"{p.get('timer')} due {due}"
     if note.kind == "review":
-        unresolved = p.get("unresolved") or []
-        return f"{p.get('review')} {p.get('period')}: {len(unresolved)} unresolved"
+        count = p.get("unresolved_count", len(p.get("unresolved") or []))
+        return f"{p.get('review')} {p.get('period')}: {count} unresolved"
     return ""
 
 
