@@ -217,8 +217,9 @@ def complaint_id(engine: Engine, number: str) -> int:
 
 
 def rechain(engine: Engine, number: str) -> None:
-    """Recompute every event hash of ``number`` and its chain head, as a forger who knows
-    the hashing scheme would after editing or deleting events (seqs must be contiguous)."""
+    """Recompute every event hash of ``number``, its chain head and its facts column, as a
+    forger who knows the hashing scheme would after editing or deleting events (seqs must
+    be contiguous)."""
     cid = complaint_id(engine, number)
     with engine.database.begin() as conn:
         rows = conn.execute(sa.select(E).where(E.c.complaint_id == cid).order_by(E.c.seq)).all()
@@ -247,7 +248,8 @@ def rechain(engine: Engine, number: str) -> None:
             prev = digest
         last = rows[-1].seq
         conn.execute(
-            sa.update(C).where(C.c.id == cid).values(head_seq=last, head_hash=prev, version=last)
+            sa.update(C).where(C.c.id == cid).values(head_seq=last, head_hash=prev, version=last,
+                                                     facts=Engine.facts(conn, cid).to_text())
         )
 
 
