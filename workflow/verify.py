@@ -46,6 +46,17 @@ class Finding:
     ``facts`` column does not parse, folds in events the history does not have, or differs
     from the facts replayed up to the event it says it folded in), ``complaint_missing`` (a
     whole complaint was deleted: a gap in its number sequence).
+
+    deep kinds (``replay.DeepVerifier``): ``illegal_transition``, ``wrong_target``,
+    ``wrong_severity`` (a transition the rules in force did not allow, or not to there, or
+    not with that severity); for the clocks, re-derived from their replayed ledgers:
+    ``wrong_due`` (a recorded due time the ledger does not give; at the event that
+    recorded it), ``unexpected_warning`` / ``unexpected_breach`` (nothing of the kind was
+    pending), ``warning_mismatch`` / ``breach_mismatch`` (recorded for another due time),
+    ``early_warning`` / ``early_breach`` (recorded before its instant),
+    ``missed_warning`` / ``missed_breach`` (due a minute or more before the verification
+    instant and never recorded; at the event that started or last changed the clock).
+    Times in the detail are in the rules' zone.
     """
 
     number: str | None
