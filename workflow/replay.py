@@ -411,8 +411,8 @@ class DeepVerifier:
 
 # -- clocks ---------------------------------------------------------------------------------
 
-_CLOCK_EVENTS = frozenset({"timer_warning", "timer_breached", "timer_extended",
-                           "deadline_recomputed"})
+_CLOCK_EVENTS = frozenset({"timer_warning", "timer_breached", "customer_consent",
+                           "timer_extended", "deadline_recomputed"})
 _Key = tuple[str, int]  # (timer, run)
 _Deadline = tuple[str, int]  # ("warning", index) or ("breach", 0), as the deadlines table
 
@@ -446,6 +446,7 @@ class _ClockCheck:
         self._number = number
         self._zone = zone
         self.clocks: dict[_Key, _Clock] = {}
+        self._consent: dict[str, datetime] = {}  # timer -> the last consent given for it
 
     def _t(self, moment: datetime | None) -> str:
         return moment.astimezone(self._zone).isoformat() if moment is not None else "none"
@@ -483,12 +484,18 @@ class _ClockCheck:
         if type_ in ("timer_warning", "timer_breached"):
             yield from self._fired(event, p, at)
             return
+        if type_ == "customer_consent":
+            consent = p.get("consent") or {}
+            if isinstance(consent, dict) and consent.get("given_at"):
+                self._consent[str(p.get("timer"))] = parse_iso(consent["given_at"])
+            return
         if type_ in ("timer_extended", "deadline_recomputed"):
             key = (str(p.get("timer")), int(p.get("run", 1)))
             clock = self.clocks.get(key)
             if clock is None:
                 return
             if type_ == "timer_extended":
+                yield from self._late_extension(clock, key, seq, at)
                 clock.ledger.extensions.append({"amount": int(p.get("amount", 0))})
             elif p.get("calendar_version"):
                 clock.ledger.calendar_version = str(p["calendar_version"])
@@ -546,6 +553,22 @@ class _ClockCheck:
                 ledger.pause(at, f"state:{event.to_state}")
             clock = self.clocks[key] = _Clock(timer, timers, ledger, seq)
             yield from self._derive(clock, key, seq, at, item.get("due_at"))
+
+    def _late_extension(self, clock: _Clock, key: _Key, seq: int,
+                        at: datetime) -> Iterator[Finding]:
+        due = clock.pending.get(("breach", 0))
+        if ("breach", 0) in clock.fired:
+            yield self._finding(seq, "late_extension", key,
+                                "was extended after its breach was recorded")
+        elif due is not None and at >= due:
+            yield self._finding(seq, "late_extension", key,
+                                f"was extended at {self._t(at)}, at or after its due "
+                                f"instant {self._t(due)}")
+        elif due is not None and self._consent.get(key[0], at) >= due:
+            yield self._finding(seq, "late_extension", key,
+                                f"was extended on a consent given "
+                                f"{self._t(self._consent.get(key[0]))}, at or after its due "
+                                f"instant {self._t(due)}")
 
     def _fired(self, event: StoredEvent, p: Mapping[str, Any], at: datetime
                ) -> Iterator[Finding]:

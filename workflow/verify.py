@@ -55,8 +55,9 @@ class Finding:
     pending), ``warning_mismatch`` / ``breach_mismatch`` (recorded for another due time),
     ``early_warning`` / ``early_breach`` (recorded before its instant),
     ``missed_warning`` / ``missed_breach`` (due a minute or more before the verification
-    instant and never recorded; at the event that started or last changed the clock).
-    Times in the detail are in the rules' zone.
+    instant and never recorded; at the event that started or last changed the clock),
+    ``late_extension`` (an extension at or after the due instant, or on a consent given
+    then). Times in the detail are in the rules' zone.
     """
 
     number: str | None

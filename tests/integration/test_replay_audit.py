@@ -691,6 +691,43 @@ def test_deep_verification_finds_a_warning_the_clock_does_not_imply(
     assert findings(engine.verify(deep=True)) == [(number, warning, "early_warning")]
 
 
+def test_deep_verification_finds_an_extension_after_the_due_instant(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    """The engine refuses these live; a forged history can still hold one."""
+    number = engine.submit(complaint_fields(), CS).number  # first_response due 10:00
+    clock.set(local(3, 2, 9, 30))
+    engine.extend_timer(number, "first_response", CS, 1, Consent(
+        given_by="张伟", given_at=local(3, 2, 9, 20), channel="phone", reason="客户同意"),
+        reason="客户同意延期")
+    consent, extended = 2, 3
+    assert [e.type for e in engine.history(number)][consent - 1:] == [
+        "customer_consent", "timer_extended"]
+    assert engine.verify(deep=True).ok
+
+    def given_late(payload: dict[str, Any]) -> None:
+        payload["consent"]["given_at"] = "2026-03-02T02:05:00.000000Z"  # 10:05 Shanghai
+
+    forge(engine, number, consent, given_late)
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, extended, "late_extension")]
+    assert "consent given 2026-03-02T10:05:00+08:00" in deep.findings[0].detail
+    forge(engine, number, consent, lambda p: p["consent"].update(
+        given_at="2026-03-02T01:20:00.000000Z"))
+    assert engine.verify(deep=True).ok
+    clock.set(local(3, 2, 10, 10))
+    forge(engine, number, consent, occurred_at=local(3, 2, 10, 10))
+    forge(engine, number, extended, occurred_at=local(3, 2, 10, 10))
+    assert engine.verify().ok
+    deep = engine.verify(deep=True)
+    # what was due before the extension stays owed (sla.replace_deadlines) and never fired
+    assert findings(deep) == [(number, extended, "late_extension"),
+                              (number, extended, "missed_warning"),
+                              (number, extended, "missed_breach")]
+    assert "extended at 2026-03-02T10:10:00+08:00, at or after its due instant " \
+        "2026-03-02T10:00:00+08:00" in deep.findings[0].detail
+
+
 def test_deep_verification_finds_a_transition_that_went_elsewhere(engine: Engine) -> None:
     number = engine.submit(complaint_fields(), CS).number
     drive(engine, number, TO_INVESTIGATED)
