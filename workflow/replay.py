@@ -240,6 +240,7 @@ class DeepVerifier:
         self._now = now
         self._upcast = upcast
         self._zones: dict[str, ZoneInfo] = {}
+        self._unread: dict[str, Scope] = {}
 
     def version(self, ruleset: str) -> _Version:
         found = self._versions.get(ruleset)
@@ -372,6 +373,15 @@ class DeepVerifier:
             if stored_fields != replayed.fields:
                 yield Finding(number, replayed.version, "fields_mismatch",
                               "stored fields differ from the replayed fields")
+
+    def unread_scope(self, version: str) -> Scope:
+        """A scope for rule code that is known not to read it."""
+        found = self._unread.get(version)
+        if found is None:
+            compiled = self.version(version).compiled
+            found = self._unread[version] = compiled.scope({}, Actor("", ()), Facts(),
+                                                            self._now)
+        return found
 
     def _zone(self, version: str) -> ZoneInfo:
         """The zone the rules of ``version`` show times in."""
@@ -545,7 +555,10 @@ class _ClockCheck:
                 continue
             timer = started
             if timer.variants or timer.definition.align_to_opening:
-                ledger = timers.new_ledger(timer, scope(version), at)
+                # a timer without variants never reads the scope (CompiledTimer.budget_for)
+                ledger = timers.new_ledger(
+                    timer, scope(version) if timer.variants else self._v.unread_scope(version),
+                    at)
             else:  # what new_ledger gives, without building a scope it would not read
                 ledger = Ledger(at, timer.unit, timer.amount,
                                 timer.definition.calendar or timers.default_calendar, version)
