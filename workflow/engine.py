@@ -924,14 +924,19 @@ class Engine:
         rules = compiled.rules
         if actor is not None and rules.may_read_personal(actor.roles):
             return event
-        payload = dict(event.payload)
         personal = rules.personal_fields
-        for key in ("fields", "set"):
-            if key in payload:
-                payload[key] = {k: (mask_value(v) if k in personal else v)
-                                for k, v in payload[key].items()}
-        if isinstance(payload.get("consent"), dict):  # the customer's contact who agreed
-            consent = dict(payload["consent"])
+        original = event.payload
+        masked = [key for key in ("fields", "set")
+                  if key in original and not personal.isdisjoint(original[key])]
+        consent = original.get("consent")
+        if not masked and not isinstance(consent, dict):
+            return event  # nothing personal in it: no copy
+        payload = dict(original)
+        for key in masked:
+            payload[key] = {k: (mask_value(v) if k in personal else v)
+                            for k, v in payload[key].items()}
+        if isinstance(consent, dict):  # the customer's contact who agreed
+            consent = dict(consent)
             consent["given_by"] = mask_value(consent.get("given_by"))
             payload["consent"] = consent
         return replace(event, payload=payload)

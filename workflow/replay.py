@@ -13,15 +13,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
 from complaintflow.errors import TransitionRefused
 from complaintflow.states.conditions import Facts, Scope, fields_read
 from complaintflow.states.guards import CompiledTransition
-from complaintflow.timers import parse_iso
+from complaintflow.timers import CompiledTimer, Ledger, TimerSet, parse_iso
 from complaintflow.verify import Finding, StoredEvent, fold_fields
 from complaintflow.views import HistoryEvent
+from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["DeepVerifier", "Replayed", "ReplayedTimer", "fold", "fold_event", "replay_events"]
 
@@ -192,6 +194,7 @@ class _Version:
 
     compiled: Compiled
     severity_fields: tuple[str, ...]  # all the severity rules read
+    timer_fields: frozenset[str]  # all the timers' budget variants read
     candidates: dict[tuple[str, str], tuple[CompiledTransition, ...]] = field(
         default_factory=dict)
 
@@ -200,7 +203,11 @@ class _Version:
         read: set[str] = set()
         for rule in compiled.rules.definition.severity.rules:
             read |= fields_read(rule.when)
-        return cls(compiled, tuple(sorted(read)))
+        variants: set[str] = set()
+        for timer in compiled.rules.definition.timers:
+            for variant in timer.variants:
+                variants |= fields_read(variant.when)
+        return cls(compiled, tuple(sorted(read)), frozenset(variants))
 
     def transitions(self, trigger: str, state: str) -> tuple[CompiledTransition, ...]:
         """The transitions ``trigger`` may take from ``state``, in the machine's order."""
@@ -232,6 +239,8 @@ class DeepVerifier:
         self._actors: dict[tuple[str, str, str | None], tuple[Actor, tuple[str, ...]]] = {}
         self._now = now
         self._upcast = upcast
+        self._zones: dict[str, ZoneInfo] = {}
+        self._unread: dict[str, Scope] = {}
 
     def version(self, ruleset: str) -> _Version:
         found = self._versions.get(ruleset)
@@ -269,6 +278,7 @@ class DeepVerifier:
         typed_version: _Version | None = None
         builtins: dict[str, dict[str, Any]] = {}
         severity_memo: tuple[Any, ...] | None = None  # (version, floor, values, severity)
+        clocks: _ClockCheck | None = None
         for event in events:
             p = upcast(event.parsed(), event.schema_version)
             at = datetime.fromisoformat(event.occurred_at)
@@ -347,7 +357,13 @@ class DeepVerifier:
                 for name in p.get("dropped_fields", ()):
                     typed.pop(name, None)
             fold_event(replayed, event.type, event.seq, event.to_state, event.ruleset, p, at)
-        yield from self._clock_findings(number, replayed)
+            if clocks is None:
+                clocks = _ClockCheck(self, number, self._zone(event.ruleset))
+            if "timers" in p or event.type in _CLOCK_EVENTS:
+                yield from clocks.event(event, p, at, self._scope_of(
+                    number, replayed, facts, builtins, received, event, at))
+        if clocks is not None:
+            yield from clocks.missed(self._now)
         if stored is not None:
             if stored.get("state") != replayed.state:
                 yield Finding(number, replayed.version, "state_mismatch",
@@ -358,25 +374,254 @@ class DeepVerifier:
                 yield Finding(number, replayed.version, "fields_mismatch",
                               "stored fields differ from the replayed fields")
 
-    def _clock_findings(self, number: str, replayed: Replayed) -> Iterator[Finding]:
-        now = self._now
-        for t in replayed.timers.values():
-            if t.breached_at is not None and t.breach_due_at is not None \
-                    and t.breached_at < t.breach_due_at:
-                yield Finding(number, None, "early_breach",
-                              f"timer {t.timer} run {t.run} breached at {t.breached_at} before "
-                              f"its due time {t.breach_due_at}")
-            if t.breached_at is not None and t.due_at is not None \
-                    and t.breach_due_at is not None \
-                    and t.due_at > t.breach_due_at and t.breached_at < t.due_at \
-                    and not t.extensions:
-                yield Finding(number, None, "breach_mismatch",
-                              f"timer {t.timer} run {t.run} breached for due {t.breach_due_at} "
-                              f"but the clock was due {t.due_at}")
-            end = t.stopped_at or now
-            if t.breached_at is None and t.due_at is not None and t.status != "paused" \
-                    and t.due_at < end and t.due_at <= now - timedelta(minutes=1):
-                yield Finding(number, None, "missed_breach",
-                              f"timer {t.timer} run {t.run} was due {t.due_at.isoformat()} "
-                              f"and {'stopped' if t.stopped_at else 'is still running'} "
-                              f"without a recorded breach")
+    def unread_scope(self, version: str) -> Scope:
+        """A scope for rule code that is known not to read it."""
+        found = self._unread.get(version)
+        if found is None:
+            compiled = self.version(version).compiled
+            found = self._unread[version] = compiled.scope({}, Actor("", ()), Facts(),
+                                                            self._now)
+        return found
+
+    def _zone(self, version: str) -> ZoneInfo:
+        """The zone the rules of ``version`` show times in."""
+        zone = self._zones.get(version)
+        if zone is None:
+            zone = self._zones[version] = ZoneInfo(
+                self.version(version).compiled.rules.definition.timezone)
+        return zone
+
+    def _scope_of(self, number: str, replayed: Replayed, facts: Facts,
+                  builtins: dict[str, dict[str, Any]], received: datetime,
+                  event: StoredEvent, at: datetime) -> Callable[[str], Scope]:
+        """The scope the engine gives the timer rules after ``event``, with the fields the
+        budget variants read (built on demand: only a variant budget or an aligned start
+        reads it)."""
+        def scope(version: str) -> Scope:
+            found = self.version(version)
+            compiled = found.compiled
+            actor, _ = self._actor(event.actor_id, event.actor_roles, event.actor_department)
+            fields = replayed.fields
+            base = builtins.get(compiled.version)
+            if base is None:
+                base = builtins[compiled.version] = compiled.builtins(number, received)
+            values = {**compiled.codec.decode({k: fields[k] for k in found.timer_fields
+                                               if k in fields}),
+                      **base, "severity": replayed.severity, "state": replayed.state}
+            return compiled.scope(values, actor, facts, at)
+
+        return scope
+
+    def _calendar(self, name: str | None, version: str) -> WorkingCalendar | None:
+        """The calendar ``name`` of rule-set ``version`` (``Engine.calendar_lookup``)."""
+        if name is None:
+            return None
+        return self.version(version).compiled.calendars.get(name)
+
+
+# -- clocks ---------------------------------------------------------------------------------
+
+_CLOCK_EVENTS = frozenset({"timer_warning", "timer_breached", "customer_consent",
+                           "timer_extended", "deadline_recomputed"})
+_Key = tuple[str, int]  # (timer, run)
+_Deadline = tuple[str, int]  # ("warning", index) or ("breach", 0), as the deadlines table
+
+
+@dataclass
+class _Clock:
+    """One clock run re-derived from its replayed ledger, with the deadlines the scheduler
+    holds for it (``sla.replace_deadlines``: a change replaces those still ahead; those
+    already due stay and fire late, once)."""
+
+    timer: CompiledTimer
+    timers: TimerSet  # of the rule version whose calendar it counts on
+    ledger: Ledger
+    changed_seq: int  # the event that started it or last changed it
+    breach: datetime | None = None
+    pending: dict[_Deadline, datetime] = field(default_factory=dict)
+    fired: set[_Deadline] = field(default_factory=set)
+    stopped: bool = False
+
+
+class _ClockCheck:
+    """Warnings and breaches of one complaint against the instants its clocks imply.
+
+    Each clock's ledger is rebuilt from the history (start, budget from the timer
+    definition of the rule version in force and the replayed fields and severity, calendar
+    and calendar version, pauses, extensions) and derived with ``TimerSet.derive`` only
+    when an event changes it."""
+
+    def __init__(self, verifier: DeepVerifier, number: str, zone: ZoneInfo) -> None:
+        self._v = verifier
+        self._number = number
+        self._zone = zone
+        self.clocks: dict[_Key, _Clock] = {}
+        self._consent: dict[str, datetime] = {}  # timer -> the last consent given for it
+
+    def _t(self, moment: datetime | None) -> str:
+        return moment.astimezone(self._zone).isoformat() if moment is not None else "none"
+
+    def _finding(self, seq: int, kind: str, key: _Key, text: str) -> Finding:
+        return Finding(self._number, seq, kind, f"timer {key[0]} run {key[1]} {text}")
+
+    def _derive(self, clock: _Clock, key: _Key, seq: int, at: datetime,
+                recorded: Any) -> Iterator[Finding]:
+        """Derive after a change at ``at`` and compare with the recorded due time."""
+        ledger = clock.ledger
+        due = clock.timers.derive(clock.timer, ledger,
+                                  self._v._calendar(ledger.calendar, ledger.calendar_version))
+        clock.breach, clock.changed_seq = due.breach, seq
+        kept = {k: v for k, v in clock.pending.items() if v <= at}
+        if due.breach is not None:
+            for deadline, moment in (*((("warning", i), w) for i, w in due.warnings),
+                                     (("breach", 0), due.breach)):
+                if deadline not in kept and deadline not in clock.fired:
+                    kept[deadline] = moment
+        clock.pending = kept
+        stated = parse_iso(recorded) if isinstance(recorded, str) and recorded else None
+        if stated != due.breach:
+            yield self._finding(seq, "wrong_due", key,
+                                f"recorded due {self._t(stated)}, its ledger gives "
+                                f"{self._t(due.breach)}")
+
+    def _budget(self, timer: CompiledTimer, scope: Callable[[], Scope]) -> tuple[str, int]:
+        return timer.budget_for(scope()) if timer.variants else (timer.unit, timer.amount)
+
+    def event(self, event: StoredEvent, p: Mapping[str, Any], at: datetime,
+              scope: Callable[[str], Scope]) -> Iterator[Finding]:
+        """The findings of one event (already folded into the replay)."""
+        type_, seq = event.type, event.seq
+        if type_ in ("timer_warning", "timer_breached"):
+            yield from self._fired(event, p, at)
+            return
+        if type_ == "customer_consent":
+            consent = p.get("consent") or {}
+            if isinstance(consent, dict) and consent.get("given_at"):
+                self._consent[str(p.get("timer"))] = parse_iso(consent["given_at"])
+            return
+        if type_ in ("timer_extended", "deadline_recomputed"):
+            key = (str(p.get("timer")), int(p.get("run", 1)))
+            clock = self.clocks.get(key)
+            if clock is None:
+                return
+            if type_ == "timer_extended":
+                yield from self._late_extension(clock, key, seq, at)
+                clock.ledger.extensions.append({"amount": int(p.get("amount", 0))})
+            elif p.get("calendar_version"):
+                clock.ledger.calendar_version = str(p["calendar_version"])
+            yield from self._derive(clock, key, seq, at, p.get("due_at"))
+            return
+        changes = p.get("timers")
+        if not isinstance(changes, Mapping):
+            return
+        migrated = type_ == "ruleset_migrated"
+        version = event.ruleset
+        touched: dict[_Key, Any] = {}
+        for item in changes.get("stopped", ()):
+            key = (item["timer"], int(item.get("run", 1)))
+            clock = self.clocks.get(key)
+            if clock is not None:
+                clock.stopped = True  # deadlines already due still fire
+                clock.pending = {k: v for k, v in clock.pending.items() if v <= at}
+        for kind in ("paused", "resumed", "rederived"):
+            for item in changes.get(kind, ()):
+                key = (item["timer"], int(item.get("run", 1)))
+                clock = self.clocks.get(key)
+                if clock is None:
+                    continue
+                ledger = clock.ledger
+                if kind == "paused":
+                    ledger.pause(at, f"state:{event.to_state}")
+                elif kind == "resumed":
+                    ledger.resume(at)
+                else:
+                    timers = self._v.version(version).compiled.timers
+                    timer = timers.by_id.get(key[0], clock.timer)
+                    ledger.unit, ledger.amount = self._budget(timer, lambda: scope(version))
+                    if migrated:
+                        clock.timer, clock.timers = timer, timers
+                        ledger.calendar = timer.definition.calendar or timers.default_calendar
+                        ledger.calendar_version = version
+                touched[key] = item.get("due_at")
+        for key, recorded in touched.items():
+            yield from self._derive(self.clocks[key], key, seq, at, recorded)
+        for item in changes.get("started", ()):
+            key = (item["timer"], int(item.get("run", 1)))
+            timers = self._v.version(version).compiled.timers
+            started = timers.by_id.get(key[0])
+            if started is None:
+                yield self._finding(seq, "wrong_due", key, f"is not a timer of rule set "
+                                    f"{version[:12]}")
+                continue
+            timer = started
+            if timer.variants or timer.definition.align_to_opening:
+                # a timer without variants never reads the scope (CompiledTimer.budget_for)
+                ledger = timers.new_ledger(
+                    timer, scope(version) if timer.variants else self._v.unread_scope(version),
+                    at)
+            else:  # what new_ledger gives, without building a scope it would not read
+                ledger = Ledger(at, timer.unit, timer.amount,
+                                timer.definition.calendar or timers.default_calendar, version)
+            if not migrated and event.to_state in timer.definition.pause:
+                ledger.pause(at, f"state:{event.to_state}")
+            clock = self.clocks[key] = _Clock(timer, timers, ledger, seq)
+            yield from self._derive(clock, key, seq, at, item.get("due_at"))
+
+    def _late_extension(self, clock: _Clock, key: _Key, seq: int,
+                        at: datetime) -> Iterator[Finding]:
+        due = clock.pending.get(("breach", 0))
+        if ("breach", 0) in clock.fired:
+            yield self._finding(seq, "late_extension", key,
+                                "was extended after its breach was recorded")
+        elif due is not None and at >= due:
+            yield self._finding(seq, "late_extension", key,
+                                f"was extended at {self._t(at)}, at or after its due "
+                                f"instant {self._t(due)}")
+        elif due is not None and self._consent.get(key[0], at) >= due:
+            yield self._finding(seq, "late_extension", key,
+                                f"was extended on a consent given "
+                                f"{self._t(self._consent.get(key[0]))}, at or after its due "
+                                f"instant {self._t(due)}")
+
+    def _fired(self, event: StoredEvent, p: Mapping[str, Any], at: datetime
+               ) -> Iterator[Finding]:
+        key = (str(p.get("timer")), int(p.get("run", 1)))
+        clock = self.clocks.get(key)
+        seq = event.seq
+        warning = event.type == "timer_warning"
+        deadline: _Deadline = ("warning", int(p.get("index") or 0)) if warning else ("breach", 0)
+        what = f"warning {deadline[1]}" if warning else "breach"
+        stated = parse_iso(p["due_at"]) if isinstance(p.get("due_at"), str) else None
+        expected = clock.pending.pop(deadline, None) if clock is not None else None
+        if clock is None or expected is None:
+            why = ("it has no such clock" if clock is None else
+                   "it was recorded before" if deadline in clock.fired else
+                   "its ledger implies none pending")
+            yield Finding(self._number, seq, "unexpected_warning" if warning
+                          else "unexpected_breach",
+                          f"timer {key[0]} run {key[1]}: {what} recorded at {self._t(at)} "
+                          f"but {why}")
+            return
+        clock.fired.add(deadline)
+        if stated != expected:
+            yield self._finding(seq, "warning_mismatch" if warning else "breach_mismatch",
+                                key, f"{what} recorded for due {self._t(stated)}, its ledger "
+                                     f"gives {self._t(expected)}")
+        if at < expected:
+            yield self._finding(seq, "early_warning" if warning else "early_breach", key,
+                                f"{what} recorded at {self._t(at)} before its due instant "
+                                f"{self._t(expected)}")
+
+    def missed(self, now: datetime) -> Iterator[Finding]:
+        """Deadlines due a minute or more before ``now`` that no event records."""
+        limit = now - timedelta(minutes=1)
+        for key, clock in self.clocks.items():
+            for (kind, index), moment in sorted(clock.pending.items(), key=lambda i: i[1]):
+                if moment > limit:
+                    continue
+                state = "stopped" if clock.stopped else (
+                    "is paused" if clock.ledger.paused else "is still running")
+                what = "breach" if kind == "breach" else f"warning {index}"
+                yield self._finding(clock.changed_seq, f"missed_{kind}", key,
+                                    f"was due ({what}) {self._t(moment)} and {state} "
+                                    f"without a recorded {kind}")

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from complaintflow.states.conditions import Facts
 from complaintflow.storage.hashing import GENESIS, canonical, iso
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
@@ -41,8 +42,22 @@ class Finding:
     predecessor: inserted or moved), ``truncated`` (events after the last stored one were
     deleted: the complaint's chain head says there were more), ``head_mismatch``,
     ``state_mismatch`` / ``version_mismatch`` / ``fields_mismatch`` / ``severity_mismatch``
-    (the current-state row disagrees with the history), ``complaint_missing`` (a whole
-    complaint was deleted: a gap in its number sequence).
+    (the current-state row disagrees with the history), ``facts_mismatch`` (the row's
+    ``facts`` column does not parse, folds in events the history does not have, or differs
+    from the facts replayed up to the event it says it folded in), ``complaint_missing`` (a
+    whole complaint was deleted: a gap in its number sequence).
+
+    deep kinds (``replay.DeepVerifier``): ``illegal_transition``, ``wrong_target``,
+    ``wrong_severity`` (a transition the rules in force did not allow, or not to there, or
+    not with that severity); for the clocks, re-derived from their replayed ledgers:
+    ``wrong_due`` (a recorded due time the ledger does not give; at the event that
+    recorded it), ``unexpected_warning`` / ``unexpected_breach`` (nothing of the kind was
+    pending), ``warning_mismatch`` / ``breach_mismatch`` (recorded for another due time),
+    ``early_warning`` / ``early_breach`` (recorded before its instant),
+    ``missed_warning`` / ``missed_breach`` (due a minute or more before the verification
+    instant and never recorded; at the event that started or last changed the clock),
+    ``late_extension`` (an extension at or after the due instant, or on a consent given
+    then). Times in the detail are in the rules' zone.
     """
 
     number: str | None
@@ -234,6 +249,9 @@ class _History:
     fields: dict[str, Any]
     severity: str | None
     ruleset: str  # in force after the last migration (or the first event's)
+    facts: Facts | None = None  # replayed up to the row's facts column's ``through``
+    stored_facts: Facts | None = None  # the column parsed (None: NULL or unparseable)
+    facts_problem: str | None = None  # why the column does not parse
 
 
 def _check_chain(row: Any, events: Sequence[StoredEvent],
@@ -245,6 +263,9 @@ def _check_chain(row: Any, events: Sequence[StoredEvent],
     severity = None
     last: StoredEvent | None = None
     ruleset = ""
+    stored_facts, facts_problem = _parse_facts(getattr(row, "facts", None))
+    facts = Facts() if stored_facts is not None else None
+    through = stored_facts.through if stored_facts is not None else 0
     for expected, ev in enumerate(events, start=1):
         if ev.seq != expected:
             out.append(Finding(number, expected, "missing",
@@ -269,6 +290,9 @@ def _check_chain(row: Any, events: Sequence[StoredEvent],
         severity = payload.get("severity", severity)
         if last is None or ev.type == "ruleset_migrated":
             ruleset = str(ev.ruleset)
+        if facts is not None and ev.seq <= through:
+            facts.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state,
+                         datetime.fromisoformat(ev.occurred_at) if ev.trigger else None)
         prev = ev.hash
         last = ev
     if last is None:
@@ -279,9 +303,40 @@ def _check_chain(row: Any, events: Sequence[StoredEvent],
         out.append(Finding(number, last.seq + 1, "truncated",
                            f"events {last.seq + 1}..{row.head_seq} were deleted"))
         return out
-    out.extend(_row_findings(row, _History(last, events[0], fields, severity, ruleset),
-                             index_fields))
+    out.extend(_row_findings(row, _History(last, events[0], fields, severity, ruleset, facts,
+                                           stored_facts, facts_problem), index_fields))
     return out
+
+
+def _parse_facts(text: str | None) -> tuple[Facts | None, str | None]:
+    """The row's ``facts`` column parsed, or why it does not parse (NULL: neither)."""
+    if text is None:
+        return None, None
+    try:
+        return Facts.from_text(text), None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return None, f"the stored facts do not parse ({type(exc).__name__}: {exc})"
+
+
+def _facts_findings(number: str, h: _History) -> list[Finding]:
+    if h.facts_problem is not None:
+        return [Finding(number, h.last.seq, "facts_mismatch", h.facts_problem)]
+    stored, replayed = h.stored_facts, h.facts
+    if stored is None or replayed is None:
+        return []
+    if stored.through > h.last.seq:
+        return [Finding(number, h.last.seq, "facts_mismatch",
+                        f"the stored facts say they fold in events up to {stored.through}, "
+                        f"the history has {h.last.seq}")]
+    if stored == replayed:
+        return []
+    differ = [name for name in ("last_actor", "count", "last_seq", "last_time", "entered_seq")
+              if getattr(stored, name) != getattr(replayed, name)]
+    shown = "; ".join(f"{name} stored {getattr(stored, name)!r}, history gives "
+                      f"{getattr(replayed, name)!r}" for name in differ)
+    return [Finding(number, stored.through, "facts_mismatch",
+                    f"the stored facts (through event {stored.through}) differ from the "
+                    f"history: {shown}")]
 
 
 def _row_findings(row: Any, h: _History, index_fields: IndexFields | None) -> list[Finding]:
@@ -327,6 +382,7 @@ def _row_findings(row: Any, h: _History, index_fields: IndexFields | None) -> li
     if h.severity is not None and row.severity != h.severity:
         out.append(Finding(number, last.seq, "severity_mismatch",
                            f"stored severity {row.severity!r}, history says {h.severity!r}"))
+    out.extend(_facts_findings(number, h))
     return out
 
 
@@ -346,7 +402,7 @@ def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
     reader = _EventReader(conn)
     columns: list[Any] = [C.c.id, C.c.number, C.c.scope, C.c.seq, C.c.state, C.c.version,
                           C.c.severity, C.c.fields, C.c.head_seq, C.c.head_hash, C.c.ruleset,
-                          C.c.received_at, C.c.department, C.c.handler]
+                          C.c.received_at, C.c.department, C.c.handler, C.c.facts]
     if deep is not None and deep_since is not None:
         columns.append((C.c.updated_at >= deep_since).label("deep"))
     last_id = 0

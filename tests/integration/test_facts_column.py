@@ -15,6 +15,7 @@ from complaintflow import Actor, Engine, SeparationOfDuties, SimulatedClock
 from complaintflow.scheduler import Scheduler
 from complaintflow.states.conditions import Facts
 from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import events as E
 from tests.support import AFTER, CS, GM, QA, complaint_fields
 
 APPROVER = Actor("gm.qa", ["quality", "general_manager"])  # may propose AND approve
@@ -142,3 +143,59 @@ def test_a_stale_column_never_lets_the_last_proposer_approve(
     with pytest.raises(SeparationOfDuties):
         engine.fire(number, "approve_plan", APPROVER)
     assert stored(engine, number)[0] == behind  # a refusal writes nothing
+
+
+def _set_facts(engine: Engine, number: str, text: str | None) -> None:
+    with engine.database.begin() as conn:
+        conn.execute(sa.update(C).where(C.c.number == number).values(facts=text))
+
+
+def _confirmed(engine: Engine, clock: SimulatedClock) -> str:
+    """A complaint recorded and confirmed (three events), an hour apart."""
+    number = engine.submit(complaint_fields(), CS).number
+    for trigger, actor, data in STEPS[:2]:
+        clock.advance(timedelta(hours=1))
+        engine.fire(number, trigger, actor, data)
+    return number
+
+
+def _fact_findings(engine: Engine) -> list[tuple[str | None, int | None, str]]:
+    return [(f.number, f.seq, f.kind) for f in engine.verify().findings]
+
+
+def test_verify_reports_a_forged_facts_column(engine: Engine, clock: SimulatedClock) -> None:
+    """Separation of duties reads ``last_actor`` from the column: a forged one is found by
+    plain verification, at the event the column says it folded in."""
+    number = _confirmed(engine, clock)
+    text, _ = stored(engine, number)
+    assert text is not None and engine.verify().ok
+    forged = Facts.from_text(text)
+    forged.last_actor["confirm"] = "someone.else"
+    _set_facts(engine, number, forged.to_text())
+    report = engine.verify()
+    assert _fact_findings(engine) == [(number, 3, "facts_mismatch")]
+    assert "someone.else" in report.findings[0].detail
+
+
+def test_verify_facts_column_behind_null_unparseable_or_ahead(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    number = _confirmed(engine, clock)
+    behind = Facts()
+    with engine.database.connect() as conn:
+        cid = conn.execute(sa.select(C.c.id).where(C.c.number == number)).scalar_one()
+        for ev in conn.execute(sa.select(E).where(E.c.complaint_id == cid, E.c.seq <= 2)
+                               .order_by(E.c.seq)):
+            behind.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state,
+                          ev.occurred_at)
+    assert behind.through == 2
+    _set_facts(engine, number, behind.to_text())  # legal: the engine catches up
+    assert engine.verify().ok
+    _set_facts(engine, number, None)  # a row from before migration 0003
+    assert engine.verify().ok
+    _set_facts(engine, number, "{not json")
+    assert _fact_findings(engine) == [(number, 3, "facts_mismatch")]
+    _, full = stored(engine, number)
+    full.through = 7
+    _set_facts(engine, number, full.to_text())
+    assert _fact_findings(engine) == [(number, 3, "facts_mismatch")]

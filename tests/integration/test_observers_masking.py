@@ -240,3 +240,16 @@ def test_results_of_submit_and_fire_are_masked_per_actor(engine: Engine) -> None
     # the stored data was not masked
     assert_clear(engine.get(n, CS).fields)
     assert engine.verify().ok
+
+
+def test_mask_event_copies_only_events_with_personal_data(engine: Engine) -> None:
+    """Replay masks every event: one without personal data is handed back as it is."""
+    number = engine.submit(complaint_fields(), CS).number
+    engine.fire(number, "record", CS, {"readback_confirmed": True})
+    submitted, recorded = engine.history(number, CS)
+    assert engine.mask_event(recorded, None) is recorded
+    masked = engine.mask_event(submitted, None)
+    assert masked is not submitted and masked.payload != submitted.payload
+    assert engine.mask_event(submitted, CS) is submitted  # CS may read personal data
+    replayed = engine.replay(number)
+    assert replayed.events[1] == recorded and replayed.events[0] == masked

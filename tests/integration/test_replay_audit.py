@@ -217,8 +217,9 @@ def complaint_id(engine: Engine, number: str) -> int:
 
 
 def rechain(engine: Engine, number: str) -> None:
-    """Recompute every event hash of ``number`` and its chain head, as a forger who knows
-    the hashing scheme would after editing or deleting events (seqs must be contiguous)."""
+    """Recompute every event hash of ``number``, its chain head and its facts column, as a
+    forger who knows the hashing scheme would after editing or deleting events (seqs must
+    be contiguous)."""
     cid = complaint_id(engine, number)
     with engine.database.begin() as conn:
         rows = conn.execute(sa.select(E).where(E.c.complaint_id == cid).order_by(E.c.seq)).all()
@@ -247,7 +248,8 @@ def rechain(engine: Engine, number: str) -> None:
             prev = digest
         last = rows[-1].seq
         conn.execute(
-            sa.update(C).where(C.c.id == cid).values(head_seq=last, head_hash=prev, version=last)
+            sa.update(C).where(C.c.id == cid).values(head_seq=last, head_hash=prev, version=last,
+                                                     facts=Engine.facts(conn, cid).to_text())
         )
 
 
@@ -556,11 +558,16 @@ def test_deep_verification_finds_a_breach_that_never_fired(
     engine: Engine, clock: SimulatedClock
 ) -> None:
     number = engine.submit(complaint_fields(), CS).number  # first response due in 1 hour
-    clock.advance(timedelta(minutes=59))
+    clock.advance(timedelta(minutes=44))  # its warning is due after 45 minutes
     assert engine.verify(deep=True).ok
+    clock.advance(timedelta(minutes=15))
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, 1, "missed_warning")]  # the submission started it
+    assert "first_response run 1 was due (warning 1) 2026-03-02T09:45:00+08:00" \
+        in deep.findings[0].detail  # in the rules' zone
     clock.advance(timedelta(hours=3))  # no scheduler ran
     deep = engine.verify(deep=True)
-    assert (number, None, "missed_breach") in findings(deep)
+    assert (number, 1, "missed_breach") in findings(deep)
     assert any("first_response" in f.detail for f in deep.findings)
     assert engine.verify().ok  # the plain check cannot know
 
@@ -579,8 +586,146 @@ def test_deep_verification_finds_a_deleted_breach_event(
     delete_event(engine, number, breaches[0].seq)
     assert engine.verify().ok
     deep = engine.verify(deep=True)
-    assert findings(deep) == [(number, None, "missed_breach")]
+    assert findings(deep) == [(number, 1, "missed_breach")]
     assert "first_response" in deep.findings[0].detail
+
+
+def forge(engine: Engine, number: str, seq: int,
+          payload: Callable[[dict[str, Any]], None] | None = None,
+          occurred_at: datetime | None = None) -> None:
+    """Edit event ``seq`` (its payload in place, or its instant) and re-chain."""
+    cid = complaint_id(engine, number)
+    with engine.database.begin() as conn:
+        row = conn.execute(sa.select(E).where(E.c.complaint_id == cid, E.c.seq == seq)).one()
+        values: dict[str, Any] = {}
+        if payload is not None:
+            edited = json.loads(row.payload)
+            payload(edited)
+            values["payload"] = json.dumps(edited, ensure_ascii=False)
+        if occurred_at is not None:
+            values["occurred_at"] = occurred_at
+        conn.execute(sa.update(E).where(E.c.id == row.id).values(**values))
+    rechain(engine, number)
+
+
+def fired(engine: Engine, number: str) -> dict[str, int]:
+    """The seq of first_response's warning and breach events, by type."""
+    return {e.type: e.seq for e in engine.history(number)
+            if e.type in ("timer_warning", "timer_breached")
+            and e.payload["timer"] == "first_response"}
+
+
+def test_deep_verification_finds_a_deleted_warning_event(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    number = engine.submit(complaint_fields(), CS).number  # first response: warning 09:45
+    clock.advance(timedelta(hours=3))
+    Scheduler(engine).tick()
+    seqs = fired(engine, number)
+    assert list(seqs) == ["timer_warning", "timer_breached"]
+    assert engine.verify(deep=True).ok
+    delete_event(engine, number, seqs["timer_warning"])
+    assert engine.verify().ok
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, 1, "missed_warning")]  # the submission started it
+    assert "first_response run 1 was due (warning 1) 2026-03-02T09:45:00+08:00" \
+        in deep.findings[0].detail
+
+
+def test_deep_verification_finds_a_moved_due_time(engine: Engine, clock: SimulatedClock) -> None:
+    """The recorded due time moved a day later in the submission, its warning and breach
+    deleted: nothing the history copies says the clock was late, its ledger does."""
+    number = engine.submit(complaint_fields(), CS).number
+    clock.advance(timedelta(hours=3))
+    Scheduler(engine).tick()
+    assert engine.verify(deep=True).ok
+
+    def later(payload: dict[str, Any]) -> None:
+        for item in payload["timers"]["started"]:
+            if item["timer"] == "first_response":
+                moved = datetime.fromisoformat(item["due_at"]) + timedelta(days=1)
+                item["due_at"] = moved.isoformat().replace("+00:00", "Z")
+
+    forge(engine, number, 1, later)
+    delete_event(engine, number, fired(engine, number)["timer_breached"])
+    delete_event(engine, number, fired(engine, number)["timer_warning"])
+    assert engine.verify().ok
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, 1, "wrong_due"), (number, 1, "missed_warning"),
+                              (number, 1, "missed_breach")]
+    assert "recorded due 2026-03-03T10:00:00+08:00, its ledger gives " \
+        "2026-03-02T10:00:00+08:00" in deep.findings[0].detail
+
+
+def test_deep_verification_finds_a_moved_breach(engine: Engine, clock: SimulatedClock) -> None:
+    """The breach event claims a due time a day later (as if the clock had been moved),
+    recorded a day later: its ledger says otherwise."""
+    number = engine.submit(complaint_fields(), CS).number
+    clock.advance(timedelta(hours=3))
+    Scheduler(engine).tick()
+    breach = fired(engine, number)["timer_breached"]
+
+    def later(payload: dict[str, Any]) -> None:
+        moved = datetime.fromisoformat(payload["due_at"]) + timedelta(days=1)
+        payload["due_at"] = moved.isoformat().replace("+00:00", "Z")
+
+    clock.advance(timedelta(days=1))
+    forge(engine, number, breach, later, occurred_at=local(3, 3, 12))
+    assert engine.verify().ok
+    assert findings(engine.verify(deep=True)) == [(number, breach, "breach_mismatch")]
+
+
+def test_deep_verification_finds_a_warning_the_clock_does_not_imply(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    clock.advance(timedelta(hours=3))
+    Scheduler(engine).tick()
+    warning = fired(engine, number)["timer_warning"]
+    forge(engine, number, warning, lambda p: p.update(index=7))
+    assert engine.verify().ok
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, warning, "unexpected_warning"),
+                              (number, 1, "missed_warning")]
+    forge(engine, number, warning, lambda p: p.update(index=1), occurred_at=local(3, 2, 9, 40))
+    assert findings(engine.verify(deep=True)) == [(number, warning, "early_warning")]
+
+
+def test_deep_verification_finds_an_extension_after_the_due_instant(
+    engine: Engine, clock: SimulatedClock
+) -> None:
+    """The engine refuses these live; a forged history can still hold one."""
+    number = engine.submit(complaint_fields(), CS).number  # first_response due 10:00
+    clock.set(local(3, 2, 9, 30))
+    engine.extend_timer(number, "first_response", CS, 1, Consent(
+        given_by="张伟", given_at=local(3, 2, 9, 20), channel="phone", reason="客户同意"),
+        reason="客户同意延期")
+    consent, extended = 2, 3
+    assert [e.type for e in engine.history(number)][consent - 1:] == [
+        "customer_consent", "timer_extended"]
+    assert engine.verify(deep=True).ok
+
+    def given_late(payload: dict[str, Any]) -> None:
+        payload["consent"]["given_at"] = "2026-03-02T02:05:00.000000Z"  # 10:05 Shanghai
+
+    forge(engine, number, consent, given_late)
+    deep = engine.verify(deep=True)
+    assert findings(deep) == [(number, extended, "late_extension")]
+    assert "consent given 2026-03-02T10:05:00+08:00" in deep.findings[0].detail
+    forge(engine, number, consent, lambda p: p["consent"].update(
+        given_at="2026-03-02T01:20:00.000000Z"))
+    assert engine.verify(deep=True).ok
+    clock.set(local(3, 2, 10, 10))
+    forge(engine, number, consent, occurred_at=local(3, 2, 10, 10))
+    forge(engine, number, extended, occurred_at=local(3, 2, 10, 10))
+    assert engine.verify().ok
+    deep = engine.verify(deep=True)
+    # what was due before the extension stays owed (sla.replace_deadlines) and never fired
+    assert findings(deep) == [(number, extended, "late_extension"),
+                              (number, extended, "missed_warning"),
+                              (number, extended, "missed_breach")]
+    assert "extended at 2026-03-02T10:10:00+08:00, at or after its due instant " \
+        "2026-03-02T10:00:00+08:00" in deep.findings[0].detail
 
 
 def test_deep_verification_finds_a_transition_that_went_elsewhere(engine: Engine) -> None:
@@ -806,7 +951,7 @@ def test_rule_set_versions_are_listed_and_diffed(
     old = engine.rules.version
     number = engine.submit(complaint_fields(), CS).number
     engine.close()
-    clock.advance(timedelta(hours=1))
+    clock.advance(timedelta(minutes=30))  # no warning due yet
     with Engine.open(
         db_url, rules=changed_rules(tmp_path), clock=clock, loaded_by="admin"
     ) as second:

@@ -705,7 +705,8 @@ def test_audit_verify_deep_finds_missed_breaches_until_the_scheduler_ran(db: Pat
     assert cli_json(db, "audit", "verify")["ok"] is True  # chains are fine
     doc = cli_json(db, "audit", "verify", "--deep", code=1)
     assert doc["deep"] is True
-    assert {f["kind"] for f in doc["findings"]} == {"missed_breach"}
+    assert {f["kind"] for f in doc["findings"]} == {"missed_breach", "missed_warning"}
+    assert all(isinstance(f["seq"], int) for f in doc["findings"])
     ok(cli(db, "scheduler", "tick"))
     out = ok(cli(db, "audit", "verify", "--deep"))
     assert "verified 3 complaints" in out and "(deep): ok" in out

@@ -91,7 +91,7 @@ def test_deep_verification_on_the_demo_clock_is_clean_and_on_a_later_one_is_not(
     )
     assert later.exit_code == 1
     kinds = {f["kind"] for f in json.loads(later.stdout)["findings"]}
-    assert kinds == {"missed_breach"}
+    assert kinds == {"missed_breach", "missed_warning"}
 
 
 def test_timers_on_the_demo_clock_are_not_absurdly_overdue(
