@@ -16,7 +16,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -817,21 +817,7 @@ def show(
         ):
             head.add_row(key, Text(value))
         out.print(head)
-        table = Table(title="fields", title_justify="left")
-        table.add_column("field")
-        table.add_column("label")
-        table.add_column("value", overflow="fold")
-        order = [f.id for f in rules.definition.fields]
-        names = [n for n in order if n in complaint.fields] + [
-            n for n in complaint.fields if n not in order
-        ]
-        for name in names:
-            field = rules.fields.get(name)
-            shown = Text(_display(complaint.fields[name]))
-            if name in complaint.masked:
-                shown.append("  (masked)", style="dim")
-            table.add_row(Text(name), Text(field.label.zh if field else ""), shown)
-        out.print(table)
+        out.print(_fields_table(rules, complaint.fields, complaint.masked))
         if options is None:
             out.print(
                 Text(
@@ -1525,24 +1511,29 @@ def audit_replay(
         ):
             head.add_row(key, Text(value))
         out.print(head)
-        table = Table(title="fields", title_justify="left")
-        table.add_column("field")
-        table.add_column("label")
-        table.add_column("value", overflow="fold")
-        order = [f.id for f in rules.definition.fields]
-        names = [n for n in order if n in replayed.fields] + [
-            n for n in replayed.fields if n not in order
-        ]
-        for name in names:
-            field = rules.fields.get(name)
-            shown = Text(_display(replayed.fields[name]))
-            if name in rules.personal_fields and not may_read:
-                shown.append("  (masked)", style="dim")
-            table.add_row(Text(name), Text(field.label.zh if field else ""), shown)
-        out.print(table)
+        masked = () if may_read else rules.personal_fields
+        out.print(_fields_table(rules, replayed.fields, masked))
         out.print(_replayed_timers_table(replayed, rules, zone))
 
     _emit(settings, doc, human)
+
+
+def _fields_table(rules: RuleSet, fields: Mapping[str, Any], masked: Collection[str]) -> Table:
+    """A complaint's fields in the rule file's order (then any others), with their Chinese
+    labels; the names in ``masked`` are marked as masked."""
+    table = Table(title="fields", title_justify="left")
+    table.add_column("field")
+    table.add_column("label")
+    table.add_column("value", overflow="fold")
+    order = [f.id for f in rules.definition.fields]
+    names = [n for n in order if n in fields] + [n for n in fields if n not in order]
+    for name in names:
+        field = rules.fields.get(name)
+        shown = Text(_display(fields[name]))
+        if name in masked:
+            shown.append("  (masked)", style="dim")
+        table.add_row(Text(name), Text(field.label.zh if field else ""), shown)
+    return table
 
 
 def _replayed_timers_table(replayed: Replayed, rules: RuleSet, zone: ZoneInfo) -> Table:
