@@ -71,53 +71,35 @@ from benchmarks._common import (  # noqa: E402
 from complaintflow import Actor, Consent, Engine, SimulatedClock  # noqa: E402
 from complaintflow.scheduler import Scheduler  # noqa: E402
 from complaintflow.storage.hashing import GENESIS, event_hash  # noqa: E402
+from tests.support import (  # noqa: E402
+    AFTER,
+    ASSIGN,
+    CS,
+    DISSATISFIED,
+    DM,
+    FEEDBACK,
+    GM,
+    PLAN,
+    QA,
+    QM,
+    REPORT,
+    RESULT,
+    SALES,
+    SATISFIED,
+    TOP,
+    complaint_fields,
+)
 
 DOC = ROOT / "docs" / "benchmarks-replay.md"
 TARGET = 50_000.0  # events per second
 SH = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 3, 2, 9, 0, tzinfo=SH)
 
-CS = Actor("li.na", ["customer_service"])
-SALES = Actor("chen.rep", ["sales_rep"])
-QA = Actor("wang.qa", ["quality"])
-AFTER = Actor("zhou.svc", ["after_sales"])
-GM = Actor("gm.liu", ["general_manager"])
-TOP = Actor("boss.ma", ["top_management"])
-QM = Actor("qm.wu", ["quality_manager"])
-DM = Actor("zhao.dm", ["department_manager"], department="quality")
-
-FIELDS: dict[str, Any] = {
-    "customer_name": "华东机电有限公司",
-    "contact_person": "张伟",
-    "phone": "13812345678",
-    "email": "zhang.wei@example.cn",
-    "address": "上海市浦东新区张江路100号",
-    "channel": "phone",
-    "product_name": "YE3-132M 三相异步电机",
-    "batch_no": "B2026-0211",
-    "category": "product_quality",
-    "description": "电机运行时异响, 温升偏高",
-    "claimed_amount": "2000",
-}
-ASSIGN = {"responsible_department": "quality", "handler": "wang.qa"}
-REPORT = {
-    "root_cause": "process",
-    "responsibility": "company",
-    "investigation_report": "绕组浸漆不良导致温升偏高",
-}
-PLAN = {"disposal_plan": "更换电机", "disposal_measures": ["replace"]}
+FIELDS: dict[str, Any] = complaint_fields()
 COMPENSATION = {
     "disposal_plan": "更换电机并赔偿停机损失",
     "disposal_measures": ["replace", "compensation"],
     "compensation_amount": "3000",
-}
-RESULT = {"disposal_result": "已更换新电机"}
-FEEDBACK = {"customer_feedback": "已电话告知客户处理结果"}
-SATISFIED = {"satisfaction_score": 95, "satisfaction": "satisfied", "revisit_note": "客户满意"}
-DISSATISFIED = {
-    "satisfaction_score": 60,
-    "satisfaction": "dissatisfied",
-    "revisit_note": "客户认为处理太慢",
 }
 ARCHIVE = {"archive_location": "档案柜A-3"}
 

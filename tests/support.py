@@ -18,6 +18,25 @@ TOP = Actor("boss.ma", ["top_management"])
 ARCH = Actor("he.arch", ["archivist"])
 AUDITOR = Actor("audit.xu", ["auditor"])
 QM = Actor("qm.wu", ["quality_manager"])
+DM = Actor("zhao.dm", ["department_manager"], department="quality")
+
+# -- what each step of the default procedure is given (a general complaint) ----------------
+
+ASSIGN = {"responsible_department": "quality", "handler": "wang.qa"}
+REPORT = {
+    "root_cause": "process",
+    "responsibility": "company",
+    "investigation_report": "绕组浸漆不良导致温升偏高",
+}
+PLAN = {"disposal_plan": "更换电机", "disposal_measures": ["replace"]}
+RESULT = {"disposal_result": "已更换新电机"}
+FEEDBACK = {"customer_feedback": "已电话告知客户处理结果"}
+SATISFIED = {"satisfaction_score": 95, "satisfaction": "satisfied", "revisit_note": "客户满意"}
+DISSATISFIED = {
+    "satisfaction_score": 60,
+    "satisfaction": "dissatisfied",
+    "revisit_note": "客户认为处理太慢",
+}
 
 
 def complaint_fields(**overrides: Any) -> dict[str, Any]:

@@ -36,47 +36,34 @@ from complaintflow.replay import ReplayedTimer, replay_events
 from complaintflow.rules.loader import default_rules_text
 from complaintflow.scheduler import Scheduler
 
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: the repository's tests package
+    sys.path.insert(0, str(ROOT))
+
+from tests.support import (  # noqa: E402
+    AFTER,
+    ASSIGN,
+    CS,
+    DISSATISFIED,
+    DM,
+    FEEDBACK,
+    GM,
+    PLAN,
+    QA,
+    QM,
+    REPORT,
+    RESULT,
+    SALES,
+    SATISFIED,
+    TOP,
+    complaint_fields,
+)
+
 HERE = Path(__file__).resolve().parent
 SH = ZoneInfo("Asia/Shanghai")
 FORMAT = 1
 
-CS = Actor("li.na", ["customer_service"])
-SALES = Actor("chen.rep", ["sales_rep"])
-QA = Actor("wang.qa", ["quality"])
-AFTER = Actor("zhou.svc", ["after_sales"])
-GM = Actor("gm.liu", ["general_manager"])
-TOP = Actor("boss.ma", ["top_management"])
-QM = Actor("qm.wu", ["quality_manager"])
-DM = Actor("zhao.dm", ["department_manager"], department="quality")
-
-FIELDS: dict[str, Any] = {
-    "customer_name": "华东机电有限公司",
-    "contact_person": "张伟",
-    "phone": "13812345678",
-    "email": "zhang.wei@example.cn",
-    "address": "上海市浦东新区张江路100号",
-    "channel": "phone",
-    "product_name": "YE3-132M 三相异步电机",
-    "batch_no": "B2026-0211",
-    "category": "product_quality",
-    "description": "电机运行时异响, 温升偏高",
-    "claimed_amount": "2000",
-}
-ASSIGN = {"responsible_department": "quality", "handler": "wang.qa"}
-REPORT = {
-    "root_cause": "process",
-    "responsibility": "company",
-    "investigation_report": "绕组浸漆不良导致温升偏高",
-}
-PLAN = {"disposal_plan": "更换电机", "disposal_measures": ["replace"]}
-RESULT = {"disposal_result": "已更换新电机"}
-FEEDBACK = {"customer_feedback": "已电话告知客户处理结果"}
-SATISFIED = {"satisfaction_score": 95, "satisfaction": "satisfied", "revisit_note": "客户满意"}
-DISSATISFIED = {
-    "satisfaction_score": 60,
-    "satisfaction": "dissatisfied",
-    "revisit_note": "客户认为处理太慢",
-}
+FIELDS: dict[str, Any] = complaint_fields()
 ARCHIVE = {"archive_location": "档案柜A-3", "capa": "浸漆工艺增加抽检"}
 
 #: the second rule file of the migration scenario: whole_complaint 20 working days instead

@@ -51,24 +51,27 @@ from complaintflow.storage.tables import rulesets as R
 from complaintflow.timeline import render_timeline
 from complaintflow.timers import Consent
 from tests.conftest import new_pg_schema_url
-from tests.support import AFTER, AUDITOR, CS, GM, QA, QM, TOP, complaint_fields
+from tests.support import (
+    AFTER,
+    ASSIGN,
+    AUDITOR,
+    CS,
+    FEEDBACK,
+    GM,
+    QA,
+    QM,
+    REPORT,
+    RESULT,
+    TOP,
+    complaint_fields,
+)
 
 SH = ZoneInfo("Asia/Shanghai")
-ASSIGN = {"responsible_department": "quality", "handler": "wang.qa"}
-REPORT = {
-    "root_cause": "process",
-    "responsibility": "company",
-    "investigation_report": "绕组浸漆不良导致温升偏高",
-}
-PLAN = {"disposal_plan": "更换电机", "disposal_measures": ["replace"]}
 COMPENSATION_PLAN = {
     "disposal_plan": "更换电机并赔偿停机损失",
     "disposal_measures": ["replace", "compensation"],
     "compensation_amount": "500",
 }
-RESULT = {"disposal_result": "已更换新电机"}
-FEEDBACK = {"customer_feedback": "已电话告知客户处理结果"}
-SATISFIED = {"satisfaction_score": 95, "satisfaction": "satisfied", "revisit_note": "客户满意"}
 DISSATISFIED = {
     "satisfaction_score": 60,
     "satisfaction": "dissatisfied",
