@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -21,11 +21,11 @@ from complaintflow.states.conditions import Scope
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import timers as T
-from complaintflow.timers import CompiledTimer, Due, Ledger, timer_payload
+from complaintflow.timers import Due, Ledger, timer_payload
 from complaintflow.worktime import WorkingCalendar
 
-__all__ = ["CalendarLookup", "TimerChange", "TimerRun", "on_event", "replace_deadlines",
-           "summarise", "timer_runs", "timer_runs_column"]
+__all__ = ["CalendarLookup", "TimerChange", "TimerPlan", "TimerRun", "apply_plan", "on_event",
+           "plan_event", "replace_deadlines", "summarise", "timer_runs", "timer_runs_column"]
 
 #: (calendar name, rule-set version) -> the calendar to count on
 CalendarLookup = Callable[[str | None, str], WorkingCalendar | None]
@@ -128,6 +128,124 @@ def _deadline_rows(timer_row_id: int, complaint_id: int, due: Due) -> list[dict[
     return rows
 
 
+@dataclass
+class TimerPlan:
+    """What one event does to the clocks, worked out in Python before anything is written:
+    the changes for the event payload (in payload order) and the rows to write."""
+
+    changes: list[TimerChange] = field(default_factory=list)
+    #: timer row ids to stop (their future pending deadlines go)
+    stopped: list[int] = field(default_factory=list)
+    #: (timer row id, status, ledger text, re-derived due): paused, resumed or re-derived
+    touched: list[tuple[int, str, str, Due]] = field(default_factory=list)
+    #: (timer id, run, status, ledger text, due): new runs
+    started: list[tuple[str, int, str, str, Due]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.stopped or self.touched or self.started)
+
+
+def plan_event(
+    compiled: Compiled,
+    calendars: CalendarLookup,
+    *,
+    kind: str,
+    trigger: str | None,
+    to_state: str,
+    from_state: str | None,
+    scope: Scope,
+    now: datetime,
+    runs: Sequence[Any],
+) -> TimerPlan:
+    """The timer rules applied to one event, given the complaint's timer ``runs`` (in id
+    order, as ``timer_runs`` gives them): no database access."""
+    plan = TimerPlan()
+    timers = compiled.timers
+    if not timers.timers:
+        return plan
+    changes = plan.changes
+    last_run: dict[str, int] = {}
+    active: dict[str, Any] = {}
+    for row in runs:
+        last_run[row.timer] = max(last_run.get(row.timer, 0), row.run)
+        if row.status != "stopped":
+            active[row.timer] = row
+    for name, row in active.items():
+        timer = timers.by_id.get(name)
+        if timer is None:
+            continue
+        definition = timer.definition
+        if kind == "transition" and (
+            to_state in definition.stop or trigger in definition.stop_triggers
+        ):
+            plan.stopped.append(row.id)
+            changes.append(TimerChange("stopped", {"timer": name, "run": row.run}))
+            continue
+        ledger = Ledger.from_text(row.ledger)
+        touched: list[str] = []
+        if to_state in definition.pause and not ledger.paused:
+            ledger.pause(now, f"state:{to_state}")
+            touched.append("paused")
+        elif ledger.paused and to_state not in definition.pause:
+            ledger.resume(now)
+            touched.append("resumed")
+        unit, amount = timer.budget_for(scope)
+        if (unit, amount) != (ledger.unit, ledger.amount) and not row.breached:
+            ledger.unit, ledger.amount = unit, amount
+            touched.append("rederived")
+        if touched:
+            due = timers.derive(timer, ledger, calendars(ledger.calendar, ledger.calendar_version))
+            plan.touched.append((row.id, "paused" if ledger.paused else "running",
+                                 ledger.to_text(), due))
+            for what in touched:
+                changes.append(
+                    TimerChange(what, {**timer_payload(timer, ledger, due), "run": row.run})
+                )
+    for timer in timers.starters(kind, trigger, from_state, to_state):
+        if timer.id in active:
+            continue
+        if timer.condition is not None and not timer.condition(scope):
+            continue
+        ledger = timers.new_ledger(timer, scope, now)
+        if to_state in timer.definition.pause:
+            ledger.pause(now, f"state:{to_state}")
+        due = timers.derive(timer, ledger, calendars(ledger.calendar, ledger.calendar_version))
+        run = last_run.get(timer.id, 0) + 1
+        plan.started.append((timer.id, run, "paused" if ledger.paused else "running",
+                             ledger.to_text(), due))
+        changes.append(TimerChange("started", {**timer_payload(timer, ledger, due), "run": run}))
+    return plan
+
+
+def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: datetime) -> None:
+    """Write ``plan`` in ``conn``'s transaction (both backends)."""
+    for row_id, status, ledger, due in plan.touched:
+        conn.execute(_UPDATE_TIMER, {"b_id": row_id, "status": status, "ledger": ledger,
+                                     "due_at": due.breach, "provisional": due.provisional})
+        replace_deadlines(conn, row_id, complaint_id, due, now)
+    if plan.stopped:
+        params = {"b_timers": plan.stopped, "b_now": now}
+        if conn.dialect.name == "postgresql":
+            conn.execute(_STOP_TIMERS_AND_DEADLINES, params)
+        else:
+            conn.execute(_DELETE_PENDING, params)
+            conn.execute(_STOP_TIMERS, params)
+    if plan.started:
+        # one multi-row INSERT; RETURNING order is not guaranteed, the timer id tells
+        inserted = conn.execute(_INSERT_TIMERS, [
+            {"complaint_id": complaint_id, "timer": timer, "run": run, "status": status,
+             "ledger": ledger, "due_at": due.breach, "provisional": due.provisional,
+             "warned": 0}
+            for timer, run, status, ledger, due in plan.started
+        ]).all()
+        ids = {r.timer: r.id for r in inserted}
+        deadlines = []
+        for timer, _run, _status, _ledger, due in plan.started:
+            deadlines.extend(_deadline_rows(ids[timer], complaint_id, due))
+        if deadlines:
+            conn.execute(_INSERT_DEADLINES, deadlines)
+
+
 def on_event(
     conn: Connection,
     compiled: Compiled,
@@ -147,105 +265,12 @@ def on_event(
     the caller has them; otherwise they are selected here."""
     if not compiled.timers.timers:
         return []
-    changes: list[TimerChange] = []
     rows: Sequence[Any] = runs if runs is not None else conn.execute(
         _SELECT_TIMERS, {"b_complaint": complaint_id}).all()
-    last_run: dict[str, int] = {}
-    active: dict[str, Any] = {}
-    for row in rows:
-        last_run[row.timer] = max(last_run.get(row.timer, 0), row.run)
-        if row.status != "stopped":
-            active[row.timer] = row
-    stopped: list[int] = []
-    for name, row in active.items():
-        timer = compiled.timers.by_id.get(name)
-        if timer is None:
-            continue
-        if kind == "transition" and (
-            to_state in timer.definition.stop or trigger in timer.definition.stop_triggers
-        ):
-            stopped.append(row.id)
-            changes.append(TimerChange("stopped", {"timer": name, "run": row.run}))
-            continue
-        ledger = Ledger.from_text(row.ledger)
-        touched: list[str] = []
-        if to_state in timer.definition.pause and not ledger.paused:
-            ledger.pause(now, f"state:{to_state}")
-            touched.append("paused")
-        elif ledger.paused and to_state not in timer.definition.pause:
-            ledger.resume(now)
-            touched.append("resumed")
-        unit, amount = timer.budget_for(scope)
-        if (unit, amount) != (ledger.unit, ledger.amount) and not row.breached:
-            ledger.unit, ledger.amount = unit, amount
-            touched.append("rederived")
-        if touched:
-            due = compiled.timers.derive(
-                timer, ledger, calendars(ledger.calendar, ledger.calendar_version)
-            )
-            conn.execute(
-                _UPDATE_TIMER,
-                {
-                    "b_id": row.id,
-                    "status": "paused" if ledger.paused else "running",
-                    "ledger": ledger.to_text(),
-                    "due_at": due.breach,
-                    "provisional": due.provisional,
-                },
-            )
-            replace_deadlines(conn, row.id, complaint_id, due, now)
-            for what in touched:
-                changes.append(
-                    TimerChange(what, {**timer_payload(timer, ledger, due), "run": row.run})
-                )
-    if stopped:
-        params = {"b_timers": stopped, "b_now": now}
-        if conn.dialect.name == "postgresql":
-            conn.execute(_STOP_TIMERS_AND_DEADLINES, params)
-        else:
-            conn.execute(_DELETE_PENDING, params)
-            conn.execute(_STOP_TIMERS, params)
-    starting: list[tuple[CompiledTimer, Ledger, Due, int]] = []
-    for timer in compiled.timers.starters(kind, trigger, from_state, to_state):
-        if timer.id in active:
-            continue
-        if timer.condition is not None and not timer.condition(scope):
-            continue
-        ledger = compiled.timers.new_ledger(timer, scope, now)
-        if to_state in timer.definition.pause:
-            ledger.pause(now, f"state:{to_state}")
-        due = compiled.timers.derive(
-            timer, ledger, calendars(ledger.calendar, ledger.calendar_version)
-        )
-        starting.append((timer, ledger, due, last_run.get(timer.id, 0) + 1))
-    if starting:
-        # one multi-row INSERT; RETURNING order is not guaranteed, the timer id tells
-        inserted = conn.execute(
-            _INSERT_TIMERS,
-            [
-                {
-                    "complaint_id": complaint_id,
-                    "timer": timer.id,
-                    "run": run,
-                    "status": "paused" if ledger.paused else "running",
-                    "ledger": ledger.to_text(),
-                    "due_at": due.breach,
-                    "provisional": due.provisional,
-                    "warned": 0,
-                }
-                for timer, ledger, due, run in starting
-            ],
-        ).all()
-        ids = {r.timer: r.id for r in inserted}
-        deadlines = []
-        for timer, ledger, due, run in starting:
-            deadlines.extend(_deadline_rows(ids[timer.id], complaint_id, due))
-            changes.append(
-                TimerChange("started", {**timer_payload(timer, ledger, due), "run": run})
-            )
-        if deadlines:
-            conn.execute(_INSERT_DEADLINES, deadlines)
-    return changes
+    plan = plan_event(compiled, calendars, kind=kind, trigger=trigger, from_state=from_state,
+                      to_state=to_state, scope=scope, now=now, runs=rows)
+    apply_plan(conn, plan, complaint_id, now)
+    return plan.changes
 
 
 def summarise(changes: list[TimerChange]) -> dict[str, list[dict[str, Any]]]:
