@@ -4,7 +4,7 @@ place where driver errors become complaintflow errors."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -17,7 +17,8 @@ from sqlalchemy.pool import StaticPool
 
 from complaintflow.errors import ConcurrentUpdate, StorageError
 
-__all__ = ["alembic_config", "connect", "read", "translate_errors", "upgrade", "write"]
+__all__ = ["alembic_config", "autocommit", "connect", "execute_pipeline", "read",
+           "translate_errors", "upgrade", "write"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -90,6 +91,41 @@ def write(engine: Engine, number: str | None = None) -> Iterator[Connection]:
     """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
     with translate_errors(number), engine.begin() as conn:
         yield conn
+
+
+@contextlib.contextmanager
+def autocommit(engine: Engine, number: str | None = None) -> Iterator[Connection]:
+    """A connection in autocommit: every statement is its own transaction (PostgreSQL: no
+    BEGIN and no COMMIT round trips). For a write that is ONE statement, after reads
+    whose outcome that statement re-checks (an optimistic version check)."""
+    with translate_errors(number), engine.connect() as base:
+        yield base.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) -> None:
+    """PostgreSQL: run ``statements`` ((SQL text in psycopg's paramstyle, parameters)) as
+    ONE transaction on ``conn``'s DBAPI connection, which must be in autocommit: they go
+    out as one pipeline closed by a single Sync, so the server runs them in one implicit
+    transaction, committed at the Sync (one round trip, no BEGIN or COMMIT), or rolled
+    back entirely, with the statements after a failing one skipped. Bypasses SQLAlchemy's
+    statement machinery; driver errors come out as SQLAlchemy's, so ``translate_errors``
+    treats them as any other."""
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    assert dbapi_connection.autocommit, "a pipeline is one implicit transaction only in autocommit"
+    error = conn.dialect.loaded_dbapi.Error
+    try:
+        with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
+            for statement, params in statements:
+                # prepared from the first use: psycopg (3.3) counts executions before
+                # preparing, and a pipeline aborted just as a statement reached the
+                # count would leave that statement recorded as prepared though its Parse
+                # was skipped ("prepared statement ... does not exist" afterwards)
+                cursor.execute(statement, params, prepare=True)
+    except error as exc:
+        if conn.dialect.is_disconnect(exc, dbapi_connection, None):
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(None, None, exc, error,
+                                         dialect=conn.dialect) from exc
 
 
 @contextlib.contextmanager

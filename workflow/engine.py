@@ -74,6 +74,17 @@ class CommittedEvent:
 Observer = Callable[[CommittedEvent], None]
 
 
+@dataclass(frozen=True)
+class _Move:
+    """A decided transition, not yet written."""
+
+    event_row: dict[str, Any]
+    event: HistoryEvent
+    moved: dict[str, Any]  # the complaint row's new values
+    timers: sla.TimerPlan
+    complaint: Complaint
+
+
 # Hot-path statements built once; executed with parameters they compile once and are
 # found in the compiled cache (``.values(**kw)`` per call builds a new statement each time).
 #: the complaint row with its timer runs (``sla.timer_runs``), per dialect
@@ -118,6 +129,29 @@ _SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E
                            E.c.occurred_at)
                  .where(E.c.complaint_id == sa.bindparam("b_complaint"),
                         E.c.seq > sa.bindparam("b_after")).order_by(E.c.seq))
+
+
+# PostgreSQL, through the driver: the statements of a fire's write, sent with BEGIN and
+# COMMIT in one pipeline (one round trip). None needs another's result, so none waits.
+#: the complaint row under the version check; FAILS (and with it the transaction, so that
+#: nothing after it in the pipeline is applied) unless exactly one row was updated
+_PG_VERSION_MOVED = "complaintflow: version check failed"
+_PG_MOVE = (
+    "WITH moved AS (UPDATE complaints SET "
+    + ", ".join(f"{name} = %({name})s" for name in _MOVED_COLUMNS)
+    + " WHERE id = %(b_id)s AND version = %(b_version)s RETURNING id) "
+    f"SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('{_PG_VERSION_MOVED}: ' || count(*) "
+    "|| ' rows')::integer END FROM moved"
+)
+_EVENT_COLUMNS = tuple(c.name for c in E.c if c.name != "id")
+_PG_INSERT_EVENT = (
+    f'INSERT INTO events ({", ".join(_EVENT_COLUMNS)}) '
+    f'VALUES ({", ".join(f"%({name})s" for name in _EVENT_COLUMNS)})'
+)
+_PG_INSERT_KEY = (
+    "INSERT INTO idempotency_keys (key, fingerprint, complaint_id, event_seq, created_at) "
+    "VALUES (%(key)s, %(fingerprint)s, %(complaint_id)s, %(event_seq)s, %(created_at)s)"
+)
 
 
 def insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> None:
@@ -496,25 +530,73 @@ class Engine:
             op="fire", number=number, trigger=trigger, actor=actor.id, roles=actor.roles,
             department=actor.department, data=data, expected=expected_version, comment=comment)
         now = self.now()
-        with db.write(self._db, number) as conn:
-            row = conn.execute(_SELECT_FOR_FIRE[conn.dialect.name],
-                               {"b_number": number}).first()
-            if row is None:
-                raise NotFound("complaint", number)
-            earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
-            if earlier is not None:
-                return earlier
-            compiled = self.compiled(conn, row.ruleset)
-            self.check_actor(actor, compiled.rules)
-            if expected_version is not None and expected_version != row.version:
-                raise ConcurrentUpdate(number, expected_version, row.version)
-            event, complaint = self.transition(conn, row, trigger, actor, data, now, comment)
-            if idempotency_key is not None:
-                conn.execute(_INSERT_KEY, {"key": idempotency_key, "fingerprint": fingerprint,
-                                           "complaint_id": row.id, "event_seq": event.seq,
-                                           "created_at": now})
+        if self.dialect == "postgresql":
+            done = self._fire_autocommit(number, trigger, actor, data, expected_version, now,
+                                         comment, idempotency_key, fingerprint)
+            if isinstance(done, Complaint):
+                return done
+            event, complaint = done
+        else:
+            with db.write(self._db, number) as conn:
+                row = self._fire_row(conn, number)
+                earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
+                if earlier is not None:
+                    return earlier
+                self._check_fire(conn, row, actor, expected_version)
+                event, complaint = self.transition(conn, row, trigger, actor, data, now,
+                                                   comment)
+                if idempotency_key is not None:
+                    conn.execute(_INSERT_KEY, {"key": idempotency_key,
+                                               "fingerprint": fingerprint,
+                                               "complaint_id": row.id, "event_seq": event.seq,
+                                               "created_at": now})
         self.notify([CommittedEvent(event, complaint)])
         return self._masked(complaint, actor.roles)
+
+    @staticmethod
+    def _fire_row(conn: Connection, number: str) -> Any:
+        """The complaint row for a fire, with its timer runs."""
+        row = conn.execute(_SELECT_FOR_FIRE[conn.dialect.name], {"b_number": number}).first()
+        if row is None:
+            raise NotFound("complaint", number)
+        return row
+
+    def _check_fire(self, conn: Connection, row: Any, actor: Actor,
+                    expected_version: int | None) -> None:
+        self.check_actor(actor, self.compiled(conn, row.ruleset).rules)
+        if expected_version is not None and expected_version != row.version:
+            raise ConcurrentUpdate(row.number, expected_version, row.version)
+
+    def _fire_autocommit(self, number: str, trigger: str, actor: Actor,
+                         data: Mapping[str, Any], expected_version: int | None,
+                         now: datetime, comment: str | None, key: str | None,
+                         fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
+        """PostgreSQL: read the row (one statement, its own snapshot), decide, then write
+        everything as ONE statement that re-checks the version (``_pg_fire_sql``): two
+        round trips, no BEGIN/COMMIT. A version that moved in between raises
+        ``ConcurrentUpdate`` and stores nothing, as a lost race inside one transaction
+        would. A replayed idempotency key returns the first call's result (a Complaint)."""
+        with db.autocommit(self._db, number) as conn:
+            row = self._fire_row(conn, number)
+            earlier = self._idempotent(conn, key, fingerprint, actor)
+            if earlier is not None:
+                return earlier
+            self._check_fire(conn, row, actor, expected_version)
+            move = self._prepare(conn, row, trigger, actor, data, now, comment)
+            statements = [(_PG_MOVE, {"b_id": row.id, "b_version": row.version, **move.moved}),
+                          (_PG_INSERT_EVENT, move.event_row)]
+            if key is not None:
+                statements.append((_PG_INSERT_KEY, {
+                    "key": key, "fingerprint": fingerprint, "complaint_id": row.id,
+                    "event_seq": move.event.seq, "created_at": now}))
+            statements += sla.pg_statements(move.timers, row.id, now)
+            try:
+                db.execute_pipeline(conn, statements)
+            except sa.exc.DataError as exc:
+                if _PG_VERSION_MOVED in str(exc.orig):
+                    raise ConcurrentUpdate(number, row.version, None) from exc
+                raise
+        return move.event, move.complaint
 
     def transition(self, conn: Connection, row: Any, trigger: str, actor: Actor,
                    data: Mapping[str, Any], now: datetime,
@@ -522,6 +604,28 @@ class Engine:
         """Guards, machine step, timers, event and row update inside ``conn``'s transaction.
         ``row`` is the complaint row as read in this transaction (with its ``facts`` column,
         or the history is replayed; with ``timer_runs``, or the timers are selected)."""
+        move = self._prepare(conn, row, trigger, actor, data, now, comment)
+        sla.apply_plan(conn, move.timers, row.id, now)
+        if conn.dialect.name == "postgresql":
+            updated = conn.execute(_MOVE_AND_APPEND, {
+                "b_id": row.id, "b_version": row.version,
+                **{f"c_{k}": v for k, v in move.moved.items()},
+                **{f"e_{k}": v for k, v in move.event_row.items() if k != "complaint_id"},
+            }).rowcount
+        else:
+            updated = conn.execute(_UPDATE_COMPLAINT, {"b_id": row.id,
+                                                       "b_version": row.version,
+                                                       **move.moved}).rowcount
+            if updated == 1:
+                conn.execute(_INSERT_EVENT, move.event_row)
+        if updated != 1:
+            raise ConcurrentUpdate(row.number, row.version, None)
+        return move.event, move.complaint
+
+    def _prepare(self, conn: Connection, row: Any, trigger: str, actor: Actor,
+                 data: Mapping[str, Any], now: datetime, comment: str | None) -> _Move:
+        """Everything a transition decides, before anything is written: guards, machine
+        step, the timer plan, the event and the new row values (reads only)."""
         number = row.number
         compiled = self.compiled(conn, row.ruleset)
         before = compiled.codec.decode(row.fields)
@@ -536,18 +640,22 @@ class Engine:
         handler = _index_value(step.fields, rules.definition.handler_field)
         seq = row.version + 1
         facts.record(seq, trigger, actor.id, row.state, step.to_state, now)
-        scope_fields = {**step.fields, **builtins, "severity": step.severity,
-                        "state": step.to_state}
-        changes = sla.on_event(
-            conn, compiled, self.calendar_lookup(conn), row.id, kind="transition",
-            trigger=trigger, from_state=row.state, to_state=step.to_state,
-            scope=compiled.scope(scope_fields, actor, facts, now), now=now,
-            runs=sla.timer_runs(runs) if (runs := getattr(row, "timer_runs", None)) else None)
+        timers = sla.TimerPlan()
+        if compiled.timers.timers:
+            runs_text = getattr(row, "timer_runs", None)
+            runs = sla.timer_runs(runs_text) if runs_text is not None \
+                else sla.select_timer_runs(conn, row.id)
+            scope_fields = {**step.fields, **builtins, "severity": step.severity,
+                            "state": step.to_state}
+            timers = sla.plan_event(
+                compiled, self.calendar_lookup(conn), kind="transition", trigger=trigger,
+                from_state=row.state, to_state=step.to_state,
+                scope=compiled.scope(scope_fields, actor, facts, now), now=now, runs=runs)
         payload: dict[str, Any] = {"set": applied, "severity": step.severity}
         if comment:
             payload["comment"] = comment
-        if changes:
-            payload["timers"] = sla.summarise(changes)
+        if timers.changes:
+            payload["timers"] = sla.summarise(timers.changes)
         event_row, event = build_event(
             complaint_id=row.id, number=number, seq=seq, prev_hash=row.head_hash,
             type="transition", trigger=trigger, from_state=row.state, to_state=step.to_state,
@@ -558,25 +666,11 @@ class Engine:
             "fields": canonical(stored), "head_seq": seq, "head_hash": event.hash,
             "facts": facts.to_text(),
         }
-        if conn.dialect.name == "postgresql":
-            updated = conn.execute(_MOVE_AND_APPEND, {
-                "b_id": row.id, "b_version": row.version,
-                **{f"c_{k}": v for k, v in moved.items()},
-                **{f"e_{k}": v for k, v in event_row.items() if k != "complaint_id"},
-            }).rowcount
-            if updated != 1:
-                raise ConcurrentUpdate(number, row.version, None)
-        else:
-            updated = conn.execute(_UPDATE_COMPLAINT,
-                                   {"b_id": row.id, "b_version": row.version, **moved}).rowcount
-            if updated != 1:
-                raise ConcurrentUpdate(number, row.version, None)
-            conn.execute(_INSERT_EVENT, event_row)
         complaint = Complaint(number, step.to_state, seq, step.severity,
                               {k: v for k, v in step.fields.items() if v is not None},
                               row.received_at, now, row.ruleset, department, handler,
                               escalated_to=row.escalated_to)
-        return event, complaint
+        return _Move(event_row, event, moved, timers, complaint)
 
     def append_event(self, conn: Connection, row: Any, *, type: str, actor: Actor,
                      payload: Mapping[str, Any], now: datetime, seq: int | None = None,

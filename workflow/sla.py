@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from complaintflow.compiled import Compiled
 from complaintflow.states.conditions import Scope
+from complaintflow.storage.hashing import iso
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import timers as T
@@ -25,7 +26,8 @@ from complaintflow.timers import Due, Ledger, timer_payload
 from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["CalendarLookup", "TimerChange", "TimerPlan", "TimerRun", "apply_plan", "on_event",
-           "plan_event", "replace_deadlines", "summarise", "timer_runs", "timer_runs_column"]
+           "pg_statements", "plan_event", "replace_deadlines", "select_timer_runs", "summarise",
+           "timer_runs", "timer_runs_column"]
 
 #: (calendar name, rule-set version) -> the calendar to count on
 CalendarLookup = Callable[[str | None, str], WorkingCalendar | None]
@@ -55,7 +57,9 @@ _SELECT_TIMERS = (
     .where(T.c.complaint_id == sa.bindparam("b_complaint"))
     .order_by(T.c.id)
 )
+#: with the complaint, so that the planner takes the pending-by-complaint index
 _DELETE_PENDING = sa.delete(D).where(
+    D.c.complaint_id == sa.bindparam("b_complaint"),
     D.c.timer_id.in_(sa.bindparam("b_timers", expanding=True)),
     D.c.fired_at.is_(None),
     D.c.due_at > sa.bindparam("b_now"),
@@ -67,13 +71,10 @@ _STOP_TIMERS = (
 )
 
 _STOPPED = _STOP_TIMERS.returning(T.c.id).cte("stopped")
-#: PostgreSQL: both of the above in one statement (one round trip)
-_STOP_TIMERS_AND_DEADLINES = (
-    sa.delete(D)
-    .where(D.c.timer_id.in_(sa.select(_STOPPED.c.id)), D.c.fired_at.is_(None),
-           D.c.due_at > sa.bindparam("b_now"))
-    .add_cte(_STOPPED)
-)
+#: PostgreSQL: both of the above in one statement (one round trip). The deadlines are found
+#: by complaint and the timer ids given, not through the CTE, so that the planner takes
+#: the pending-by-complaint index instead of scanning every pending deadline still ahead
+_STOP_TIMERS_AND_DEADLINES = _DELETE_PENDING.add_cte(_STOPPED)
 _UPDATE_TIMER = sa.update(T).where(T.c.id == sa.bindparam("b_id"))
 _INSERT_TIMERS = sa.insert(T).returning(T.c.id, T.c.timer)
 _INSERT_DEADLINES = sa.insert(D)
@@ -101,6 +102,11 @@ def timer_runs_column(dialect: str) -> sa.ColumnElement[str]:
     )
 
 
+def select_timer_runs(conn: Connection, complaint_id: int) -> Sequence[Any]:
+    """The complaint's timer runs, selected (as ``timer_runs`` reads them from the row)."""
+    return conn.execute(_SELECT_TIMERS, {"b_complaint": complaint_id}).all()
+
+
 def timer_runs(text: str) -> list[TimerRun]:
     """The runs in a ``timer_runs_column`` value, in id order (as ``on_event`` reads them)."""
     return sorted((TimerRun(int(i), t, int(r), st, led, bool(b))
@@ -113,7 +119,8 @@ def replace_deadlines(
     """Swap the pending deadlines of one timer run for freshly derived ones. Fired rows
     stay (they are history), and so do rows already due but not yet fired: a deadline that
     passed before the change still fires (late) once; nothing fires twice."""
-    conn.execute(_DELETE_PENDING, {"b_timers": [timer_row_id], "b_now": now})
+    conn.execute(_DELETE_PENDING, {"b_complaint": complaint_id, "b_timers": [timer_row_id],
+                                   "b_now": now})
     rows = _deadline_rows(timer_row_id, complaint_id, due)
     if rows:
         conn.execute(_INSERT_NEW_DEADLINES[conn.dialect.name], rows)
@@ -224,7 +231,7 @@ def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: dateti
                                      "due_at": due.breach, "provisional": due.provisional})
         replace_deadlines(conn, row_id, complaint_id, due, now)
     if plan.stopped:
-        params = {"b_timers": plan.stopped, "b_now": now}
+        params = {"b_complaint": complaint_id, "b_timers": plan.stopped, "b_now": now}
         if conn.dialect.name == "postgresql":
             conn.execute(_STOP_TIMERS_AND_DEADLINES, params)
         else:
@@ -246,6 +253,88 @@ def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: dateti
             conn.execute(_INSERT_DEADLINES, deadlines)
 
 
+# PostgreSQL through the driver (psycopg's paramstyle): ``apply_plan``'s writes as
+# statements of constant text that need no result from one another, so that they can go
+# out in one pipeline. The started runs' deadlines find their timer row by its unique key
+# (complaint, timer, run) instead of by the ids an INSERT ... RETURNING would give back.
+_PG_RECORDS = "json_to_recordset(%(rows)s::json)"
+_PG_STOP = (
+    "WITH stopped AS (UPDATE timers SET status = 'stopped', stopped_at = %(now)s "
+    "WHERE id = ANY(%(ids)s::bigint[]) RETURNING id) "
+    "DELETE FROM deadlines WHERE complaint_id = %(complaint)s "
+    "AND timer_id = ANY(%(ids)s::bigint[]) AND fired_at IS NULL AND due_at > %(now)s"
+)
+_PG_UPDATE_TIMER = (
+    "UPDATE timers SET status = %(status)s, ledger = %(ledger)s, due_at = %(due_at)s, "
+    "provisional = %(provisional)s WHERE id = %(id)s"
+)
+_PG_DELETE_PENDING = (
+    "DELETE FROM deadlines WHERE complaint_id = %(complaint)s AND timer_id = %(id)s "
+    "AND fired_at IS NULL AND due_at > %(now)s"
+)
+_PG_INSERT_NEW_DEADLINES = (
+    "INSERT INTO deadlines (timer_id, complaint_id, kind, idx, due_at) "
+    "SELECT %(id)s, %(complaint)s, r.kind, r.idx, r.due_at "
+    f"FROM {_PG_RECORDS} AS r(kind text, idx integer, due_at timestamptz) "
+    "ON CONFLICT (timer_id, kind, idx) DO NOTHING"
+)
+_PG_START = (
+    "INSERT INTO timers (complaint_id, timer, run, status, ledger, due_at, provisional, warned) "
+    "SELECT %(complaint)s, r.timer, r.run, r.status, r.ledger, r.due_at, r.provisional, 0 "
+    f"FROM {_PG_RECORDS} AS r(timer text, run integer, status text, ledger text, "
+    "due_at timestamptz, provisional boolean)"
+)
+_PG_START_DEADLINES = (
+    "INSERT INTO deadlines (timer_id, complaint_id, kind, idx, due_at) "
+    "SELECT t.id, t.complaint_id, r.kind, r.idx, r.due_at "
+    f"FROM {_PG_RECORDS} AS r(timer text, run integer, kind text, idx integer, "
+    "due_at timestamptz) "
+    "JOIN timers t ON t.complaint_id = %(complaint)s AND t.timer = r.timer AND t.run = r.run"
+)
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return iso(moment) if moment is not None else None
+
+
+def _deadline_records(due: Due, **key: Any) -> list[dict[str, Any]]:
+    if due.breach is None:
+        return []
+    rows = [{**key, "kind": "warning", "idx": idx, "due_at": iso(at)}
+            for idx, at in due.warnings]
+    rows.append({**key, "kind": "breach", "idx": 0, "due_at": iso(due.breach)})
+    return rows
+
+
+def pg_statements(plan: TimerPlan, complaint_id: int,
+                  now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    """``plan``'s writes for PostgreSQL as (SQL text, parameters) in psycopg's paramstyle,
+    independent of one another's results (for one pipeline); the same rows as
+    ``apply_plan`` writes."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for row_id, status, ledger, due in plan.touched:
+        out.append((_PG_UPDATE_TIMER, {"id": row_id, "status": status, "ledger": ledger,
+                                       "due_at": due.breach, "provisional": due.provisional}))
+        out.append((_PG_DELETE_PENDING, {"complaint": complaint_id, "id": row_id, "now": now}))
+        rows = _deadline_records(due)
+        if rows:
+            out.append((_PG_INSERT_NEW_DEADLINES, {"id": row_id, "complaint": complaint_id,
+                                                   "rows": json.dumps(rows)}))
+    if plan.stopped:
+        out.append((_PG_STOP, {"complaint": complaint_id, "ids": plan.stopped, "now": now}))
+    if plan.started:
+        out.append((_PG_START, {"complaint": complaint_id, "rows": json.dumps([
+            {"timer": timer, "run": run, "status": status, "ledger": ledger,
+             "due_at": _iso_or_none(due.breach), "provisional": due.provisional}
+            for timer, run, status, ledger, due in plan.started])}))
+        rows = [r for timer, run, _status, _ledger, due in plan.started
+                for r in _deadline_records(due, timer=timer, run=run)]
+        if rows:
+            out.append((_PG_START_DEADLINES, {"complaint": complaint_id,
+                                              "rows": json.dumps(rows)}))
+    return out
+
+
 def on_event(
     conn: Connection,
     compiled: Compiled,
@@ -265,8 +354,7 @@ def on_event(
     the caller has them; otherwise they are selected here."""
     if not compiled.timers.timers:
         return []
-    rows: Sequence[Any] = runs if runs is not None else conn.execute(
-        _SELECT_TIMERS, {"b_complaint": complaint_id}).all()
+    rows = runs if runs is not None else select_timer_runs(conn, complaint_id)
     plan = plan_event(compiled, calendars, kind=kind, trigger=trigger, from_state=from_state,
                       to_state=to_state, scope=scope, now=now, runs=rows)
     apply_plan(conn, plan, complaint_id, now)
