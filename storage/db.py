@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from alembic import command
@@ -17,7 +17,7 @@ from sqlalchemy.pool import StaticPool
 
 from complaintflow.errors import ConcurrentUpdate, StorageError
 
-__all__ = ["alembic_config", "autocommit", "connect", "execute_pipeline", "read",
+__all__ = ["alembic_config", "autocommit", "connect", "execute_pipeline", "fetch_one", "read",
            "translate_errors", "upgrade", "write"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -102,6 +102,31 @@ def autocommit(engine: Engine, number: str | None = None) -> Iterator[Connection
         yield base.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def fetch_one(conn: Connection, statement: str, params: Any) -> Any:
+    """PostgreSQL: run ``statement`` (SQL text in the driver's paramstyle) on ``conn``'s DBAPI
+    connection, bypassing SQLAlchemy's statement machinery; its first row as a named
+    tuple, or None. Values come as the driver gives them (no SQLAlchemy type processing).
+    Driver errors come out as SQLAlchemy's, so ``translate_errors`` treats them as any
+    other."""
+    from psycopg.rows import namedtuple_row  # PostgreSQL only (an optional dependency)
+
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    error = conn.dialect.loaded_dbapi.Error
+    try:
+        with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
+            cursor.execute(statement, params, prepare=True)
+            return cursor.fetchone()
+    except error as exc:
+        _driver_error(conn, exc, dbapi_connection)
+
+
+def _driver_error(conn: Connection, exc: Exception, dbapi_connection: Any) -> NoReturn:
+    if conn.dialect.is_disconnect(exc, dbapi_connection, None):
+        conn.invalidate(exc)
+    raise sa.exc.DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error,
+                                     dialect=conn.dialect) from exc
+
+
 def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) -> None:
     """PostgreSQL: run ``statements`` ((SQL text in psycopg's paramstyle, parameters)) as
     ONE transaction on ``conn``'s DBAPI connection, which must be in autocommit: they go
@@ -122,10 +147,7 @@ def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) ->
                 # was skipped ("prepared statement ... does not exist" afterwards)
                 cursor.execute(statement, params, prepare=True)
     except error as exc:
-        if conn.dialect.is_disconnect(exc, dbapi_connection, None):
-            conn.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(None, None, exc, error,
-                                         dialect=conn.dialect) from exc
+        _driver_error(conn, exc, dbapi_connection)
 
 
 @contextlib.contextmanager

@@ -258,19 +258,15 @@ def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: dateti
 # out in one pipeline. The started runs' deadlines find their timer row by its unique key
 # (complaint, timer, run) instead of by the ids an INSERT ... RETURNING would give back.
 _PG_RECORDS = "json_to_recordset(%(rows)s::json)"
-_PG_STOP = (
-    "WITH stopped AS (UPDATE timers SET status = 'stopped', stopped_at = %(now)s "
-    "WHERE id = ANY(%(ids)s::bigint[]) RETURNING id) "
-    "DELETE FROM deadlines WHERE complaint_id = %(complaint)s "
-    "AND timer_id = ANY(%(ids)s::bigint[]) AND fired_at IS NULL AND due_at > %(now)s"
+#: (two statements, not one with a CTE: PostgreSQL then plans neither anew on each use)
+_PG_STOP = "UPDATE timers SET status = 'stopped', stopped_at = %(now)s WHERE id = ANY(%(ids)s)"
+_PG_DELETE_PENDING_OF = (
+    "DELETE FROM deadlines WHERE complaint_id = %(complaint)s AND timer_id = ANY(%(ids)s) "
+    "AND fired_at IS NULL AND due_at > %(now)s"
 )
 _PG_UPDATE_TIMER = (
     "UPDATE timers SET status = %(status)s, ledger = %(ledger)s, due_at = %(due_at)s, "
     "provisional = %(provisional)s WHERE id = %(id)s"
-)
-_PG_DELETE_PENDING = (
-    "DELETE FROM deadlines WHERE complaint_id = %(complaint)s AND timer_id = %(id)s "
-    "AND fired_at IS NULL AND due_at > %(now)s"
 )
 _PG_INSERT_NEW_DEADLINES = (
     "INSERT INTO deadlines (timer_id, complaint_id, kind, idx, due_at) "
@@ -315,13 +311,16 @@ def pg_statements(plan: TimerPlan, complaint_id: int,
     for row_id, status, ledger, due in plan.touched:
         out.append((_PG_UPDATE_TIMER, {"id": row_id, "status": status, "ledger": ledger,
                                        "due_at": due.breach, "provisional": due.provisional}))
-        out.append((_PG_DELETE_PENDING, {"complaint": complaint_id, "id": row_id, "now": now}))
+        out.append((_PG_DELETE_PENDING_OF, {"complaint": complaint_id, "ids": [row_id],
+                                            "now": now}))
         rows = _deadline_records(due)
         if rows:
             out.append((_PG_INSERT_NEW_DEADLINES, {"id": row_id, "complaint": complaint_id,
                                                    "rows": json.dumps(rows)}))
     if plan.stopped:
-        out.append((_PG_STOP, {"complaint": complaint_id, "ids": plan.stopped, "now": now}))
+        stopping = {"complaint": complaint_id, "ids": plan.stopped, "now": now}
+        out.append((_PG_DELETE_PENDING_OF, stopping))
+        out.append((_PG_STOP, stopping))
     if plan.started:
         out.append((_PG_START, {"complaint": complaint_id, "rows": json.dumps([
             {"timer": timer, "run": run, "status": status, "ledger": ledger,

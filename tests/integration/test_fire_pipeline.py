@@ -1,0 +1,179 @@
+"""The two write paths of a transition store the same rows, on both backends: ``fire`` (on
+PostgreSQL: the row read in autocommit, every write in one pipelined implicit transaction)
+and ``transition`` inside a caller's transaction (the scheduler's path, SQLAlchemy
+statements). A race lost between the read and the pipelined write stores nothing and
+leaves the connection usable, however often it happens."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from complaintflow import ConcurrentUpdate, Engine, SimulatedClock, parse_rules
+from complaintflow.actor import Actor
+from complaintflow.storage import db
+from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import deadlines as D
+from complaintflow.storage.tables import events as E
+from complaintflow.storage.tables import timers as T
+from tests.integration.test_timers import CLERK, PAUSING
+from tests.support import ASSIGN, CS, QA, REPORT, complaint_fields
+
+Step = tuple[str, Actor, dict[str, Any], timedelta]
+
+
+def _stored(engine: Engine, number: str) -> tuple[Any, ...]:
+    """What a complaint's transitions wrote, without ids, numbers and hashes."""
+    with engine.database.connect() as conn:
+        row = conn.execute(sa.select(C).where(C.c.number == number)).one()
+        events = conn.execute(
+            sa.select(E.c.seq, E.c.type, E.c.trigger, E.c.from_state, E.c.to_state,
+                      E.c.payload, E.c.occurred_at)
+            .where(E.c.complaint_id == row.id).order_by(E.c.seq)).all()
+        timers = conn.execute(
+            sa.select(T.c.timer, T.c.run, T.c.status, T.c.ledger, T.c.due_at, T.c.provisional,
+                      T.c.warned, T.c.breached_at, T.c.stopped_at)
+            .where(T.c.complaint_id == row.id).order_by(T.c.timer, T.c.run)).all()
+        deadlines = conn.execute(
+            sa.select(T.c.timer, T.c.run, D.c.kind, D.c.idx, D.c.due_at, D.c.fired_at)
+            .join(T, T.c.id == D.c.timer_id).where(D.c.complaint_id == row.id)
+            .order_by(T.c.timer, T.c.run, D.c.kind, D.c.idx)).all()
+    return ((row.state, row.version, row.severity, row.fields, row.facts, row.updated_at),
+            [(*e[:5], {k: v for k, v in json.loads(e.payload).items() if k != "number"},
+              e.occurred_at) for e in events],
+            [tuple(t) for t in timers],
+            [tuple(d) for d in deadlines])
+
+
+def _in_a_transaction(engine: Engine, number: str, trigger: str, actor: Actor,
+                      data: dict[str, Any]) -> None:
+    with db.write(engine.database, number) as conn:
+        row = conn.execute(sa.select(C).where(C.c.number == number)).one()  # no timer runs
+        engine.transition(conn, row, trigger, actor, data, engine.now())
+
+
+def _both_paths(engine: Engine, clock: SimulatedClock, submit: Callable[[], str],
+                steps: list[Step]) -> None:
+    fired, transitioned = submit(), submit()
+    for trigger, actor, data, wait in steps:
+        clock.advance(wait)
+        engine.fire(fired, trigger, actor, data)
+        _in_a_transaction(engine, transitioned, trigger, actor, data)
+        assert _stored(engine, fired) == _stored(engine, transitioned), trigger
+    assert engine.verify().ok
+
+
+def test_both_write_paths_store_the_same_clocks_and_deadlines(
+    db_url: str, clock: SimulatedClock
+) -> None:
+    """The default procedure: clocks stopped (their future deadlines go, a past-due one
+    stays to fire late), started with warnings, and a stop trigger."""
+    engine = Engine.open(db_url, clock=clock)
+    try:
+        _both_paths(engine, clock, lambda: engine.submit(complaint_fields(), CS).number, [
+            ("record", CS, {"readback_confirmed": True}, timedelta(hours=3)),
+            ("confirm", CS, ASSIGN, timedelta(minutes=20)),
+            ("submit_report", QA, REPORT, timedelta(days=1)),
+            ("propose_plan", QA, {"disposal_plan": "更换电机", "disposal_measures": ["replace"]},
+             timedelta(hours=1)),
+        ])
+    finally:
+        engine.close()
+
+
+def test_both_write_paths_pause_and_resume_alike(db_url: str, clock: SimulatedClock) -> None:
+    """Paused: the pending deadlines still ahead go, one already due stays; resumed: the
+    re-derived ones come back, the kept row is not duplicated."""
+    engine = Engine.open(db_url, rules=parse_rules(PAUSING, "pausing.yaml"), clock=clock)
+    try:
+        _both_paths(engine, clock, lambda: engine.submit({"note": "x"}, CLERK).number, [
+            # Monday 16:00: reply (6 h) is past due, unfired; answer's warning too
+            ("wait", CLERK, {}, timedelta(hours=7)),
+            ("resume", CLERK, {}, timedelta(hours=17)),
+            ("close", CLERK, {}, timedelta(hours=1)),
+        ])
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> Iterator[str]:
+    from tests.conftest import new_pg_schema_url
+
+    url, drop = new_pg_schema_url(pg_base_url)
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.mark.postgres
+def test_a_race_lost_after_the_read_stores_nothing_and_the_engine_goes_on(
+    pg_url: str, clock: SimulatedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process moves the complaint between this fire's read and its write, ten
+    times in a row (past the driver's statement-preparing threshold): each time
+    ``ConcurrentUpdate`` and nothing stored; the next fires on the same connections
+    succeed. (PostgreSQL only: on SQLite a fire reads and writes in one BEGIN IMMEDIATE
+    transaction, so no one can move the row in between.)"""
+    rules = parse_rules(PAUSING, "pausing.yaml")
+    engine = Engine.open(pg_url, rules=rules, clock=clock)
+    other = Engine.open(pg_url, rules=rules, clock=clock)
+    try:
+        number = engine.submit({"note": "x"}, CLERK).number
+        racing = {"on": True}
+        fetch_one = db.fetch_one
+
+        def then_the_other(trigger: str) -> None:
+            if racing["on"]:
+                racing["on"] = False
+                try:
+                    other.fire(number, trigger, CLERK)
+                finally:
+                    racing["on"] = True
+
+        def fetch_and_race(conn: Any, statement: str, params: Any) -> Any:
+            row = fetch_one(conn, statement, params)
+            then_the_other("resume" if row.state == "waiting" else "wait")
+            return row
+
+        monkeypatch.setattr(db, "fetch_one", fetch_and_race)
+        for attempt in range(10):
+            before = _stored(engine, number)
+            trigger = "resume" if before[0][0] == "waiting" else "wait"
+            with pytest.raises(ConcurrentUpdate):
+                engine.fire(number, trigger, CLERK)
+            after = _stored(other, number)
+            # the other process's event is there, nothing of ours
+            assert after[0][1] == before[0][1] + 1, attempt
+            assert [e[0] for e in after[1]] == list(range(1, after[0][1] + 1))
+        racing["on"] = False
+        state = _stored(engine, number)[0][0]
+        for _ in range(10):
+            state = engine.fire(number, "resume" if state == "waiting" else "wait",
+                                CLERK).state
+        assert engine.verify().ok
+    finally:
+        other.close()
+        engine.close()
+
+
+def test_a_retried_key_returns_the_first_result_even_with_a_stale_version(
+    engine: Engine,
+) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    first = engine.fire(number, "record", CS, {"readback_confirmed": True},
+                        expected_version=1, idempotency_key="k-1")
+    again = engine.fire(number, "record", CS, {"readback_confirmed": True},
+                        expected_version=1, idempotency_key="k-1")
+    assert again == first
+    assert [e.seq for e in engine.history(number)] == [1, 2]
+    with pytest.raises(ConcurrentUpdate):
+        engine.fire(number, "confirm", CS, ASSIGN, expected_version=1,
+                    idempotency_key="k-2")
+    assert [e.seq for e in engine.history(number)] == [1, 2]
