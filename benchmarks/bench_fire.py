@@ -520,10 +520,12 @@ def fire_plan(
 
 
 STATEMENTS_LABEL = (
-    "SQL statements per fire (a count: SQLAlchemy-issued, without COMMIT; "
-    "SQLite: with BEGIN IMMEDIATE)"
+    "SQL statements per fire (a count: issued through SQLAlchemy or straight through the "
+    "driver, without BEGIN and COMMIT; SQLite: with BEGIN IMMEDIATE)"
 )
-ROUND_TRIPS_LABEL = "round trips to the server per fire (BEGIN, statements, COMMIT)"
+ROUND_TRIPS_LABEL = (
+    "round trips to the server per fire (BEGIN, statements, COMMIT; a pipeline is one)"
+)
 
 
 def _indented(label: str) -> str:
@@ -548,6 +550,18 @@ PROFILE_ROWS: tuple[tuple[str, str], ...] = (
         "    pool pre-ping (PostgreSQL)",
         "sqlalchemy.dialects.postgresql._psycopg_common:_PGDialect_common_psycopg.do_ping",
     ),
+    (
+        "  db.autocommit enter+exit (PostgreSQL): connect, return to pool",
+        "complaintflow.storage.db:autocommit",
+    ),
+    (
+        "  row read straight through the driver (PostgreSQL; one round trip)",
+        "complaintflow.storage.db:fetch_one",
+    ),
+    (
+        "  writes + commit as one pipeline (PostgreSQL; one round trip)",
+        "complaintflow.storage.db:execute_pipeline",
+    ),
     ("    driver commit (sqlite3)", "~:<method 'commit' of 'sqlite3.Connection' objects>"),
     ("    driver commit (psycopg)", "psycopg.connection:Connection.commit"),
     (
@@ -571,7 +585,12 @@ PROFILE_ROWS: tuple[tuple[str, str], ...] = (
         "  ComplaintMachine.step (guards + transitions)",
         "complaintflow.states.machine:ComplaintMachine.step",
     ),
-    ("  sla.on_event (timers and deadlines)", "complaintflow.sla:on_event"),
+    (
+        "  Engine._prepare (guards, step, timer plan, event; reads only)",
+        "complaintflow.engine:Engine._prepare",
+    ),
+    ("  sla.on_event (timers and deadlines, with their statements)", "complaintflow.sla:on_event"),
+    ("  sla.plan_event (the timer rules applied; no SQL)", "complaintflow.sla:plan_event"),
     (
         "  event construction (canonical JSON + hash; older engine: _append incl. INSERT)",
         "complaintflow.engine:build_event|complaintflow.engine:Engine._append",
@@ -609,18 +628,52 @@ def profile_engine(
     engine: Engine, clock: SimulatedClock, count: int
 ) -> tuple[list[tuple[str, float]], str]:
     numbers = submit_many(engine, count)
-    statements = 0
+    statements = round_trips = 0
 
     def count_statement(*_args: Any) -> None:
-        nonlocal statements
+        nonlocal statements, round_trips
         statements += 1
+        round_trips += 1
 
+    def count_commit(conn: sa.Connection) -> None:
+        # psycopg sends BEGIN before a transaction's first statement and COMMIT apart; an
+        # autocommit connection sends neither
+        nonlocal round_trips
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            round_trips += 2
+
+    # statements sent straight through the driver (PostgreSQL's fire path, if the engine
+    # measured has one): a row read is one round trip, a pipeline of writes is one
+    originals = {name: getattr(db, name) for name in ("fetch_one", "execute_pipeline")
+                 if hasattr(db, name)}
+
+    def fetch_one(*args: Any) -> Any:
+        nonlocal statements, round_trips
+        statements += 1
+        round_trips += 1
+        return originals["fetch_one"](*args)
+
+    def execute_pipeline(conn: Any, sent: list[Any]) -> Any:
+        nonlocal statements, round_trips
+        statements += len(sent)
+        round_trips += 1
+        return originals["execute_pipeline"](conn, sent)
+
+    counters = {"fetch_one": fetch_one, "execute_pipeline": execute_pipeline}
     sa.event.listen(engine.database, "before_cursor_execute", count_statement)
+    sa.event.listen(engine.database, "commit", count_commit)
+    for name in originals:
+        setattr(db, name, counters[name])
     profiler = cProfile.Profile()
-    profiler.enable()
-    fired = fire_plan(engine, clock, numbers, None)
-    profiler.disable()
-    sa.event.remove(engine.database, "before_cursor_execute", count_statement)
+    try:
+        profiler.enable()
+        fired = fire_plan(engine, clock, numbers, None)
+        profiler.disable()
+    finally:
+        for name, original in originals.items():
+            setattr(db, name, original)
+        sa.event.remove(engine.database, "before_cursor_execute", count_statement)
+        sa.event.remove(engine.database, "commit", count_commit)
     stats = pstats.Stats(profiler)
     raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
     rows: list[tuple[str, float]] = []
@@ -631,9 +684,7 @@ def profile_engine(
             rows.append((label, total / fired * 1000))
     rows.insert(0, (STATEMENTS_LABEL, statements / fired))
     if engine.dialect == "postgresql":
-        # psycopg sends BEGIN before the first statement and COMMIT apart; an executemany
-        # goes out as one pipeline
-        rows.insert(1, (ROUND_TRIPS_LABEL, statements / fired + 2))
+        rows.insert(1, (ROUND_TRIPS_LABEL, round_trips / fired))
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
     return rows, text.getvalue()

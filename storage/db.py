@@ -138,16 +138,26 @@ def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) ->
     dbapi_connection: Any = conn.connection.dbapi_connection
     assert dbapi_connection.autocommit, "a pipeline is one implicit transaction only in autocommit"
     error = conn.dialect.loaded_dbapi.Error
+    # The first error is the one to report: the driver may raise it while statements are
+    # still being queued (results are read as they arrive) or at the final Sync; after it,
+    # the rest of the pipeline is reported as aborted.
+    first: Exception | None = None
     try:
         with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
             for statement, params in statements:
-                # prepared from the first use: psycopg (3.3) counts executions before
-                # preparing, and a pipeline aborted just as a statement reached the
-                # count would leave that statement recorded as prepared though its Parse
-                # was skipped ("prepared statement ... does not exist" afterwards)
-                cursor.execute(statement, params, prepare=True)
+                try:
+                    # prepared from the first use: psycopg (3.3) counts executions before
+                    # preparing, and a pipeline aborted just as a statement reached the
+                    # count would leave it recorded as prepared though its Parse was
+                    # skipped ("prepared statement ... does not exist" afterwards)
+                    cursor.execute(statement, params, prepare=True)
+                except error as exc:
+                    first = exc
+                    break
     except error as exc:
-        _driver_error(conn, exc, dbapi_connection)
+        first = first or exc
+    if first is not None:
+        _driver_error(conn, first, dbapi_connection)
 
 
 @contextlib.contextmanager
