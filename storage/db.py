@@ -102,25 +102,22 @@ def autocommit(engine: Engine, number: str | None = None) -> Iterator[Connection
         yield base.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def fetch_one(conn: Connection, statement: str, params: Any) -> Any:
-    """PostgreSQL: run ``statement`` (SQL text in the driver's paramstyle) on ``conn``'s DBAPI
-    connection, bypassing SQLAlchemy's statement machinery; its first row as a named
-    tuple, or None. Values come as the driver gives them (no SQLAlchemy type processing).
-    Driver errors come out as SQLAlchemy's, so ``translate_errors`` treats them as any
-    other."""
-    from psycopg.rows import namedtuple_row  # PostgreSQL only (an optional dependency)
-
+def fetch_one(conn: Connection, statement: str, params: Any) -> tuple[Any, ...] | None:
+    """PostgreSQL: run ``statement`` (SQL text in psycopg's paramstyle) on ``conn``'s DBAPI
+    connection, bypassing SQLAlchemy's statement machinery; its first row (a plain tuple),
+    or None. Values come as the driver gives them (no SQLAlchemy type processing). Driver
+    errors come out as SQLAlchemy's, so ``translate_errors`` treats them as any other."""
     dbapi_connection: Any = conn.connection.dbapi_connection
-    error = conn.dialect.loaded_dbapi.Error
     try:
-        with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
+        with dbapi_connection.cursor() as cursor:
             cursor.execute(statement, params, prepare=True)
-            return cursor.fetchone()
-    except error as exc:
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return row
+    except conn.dialect.loaded_dbapi.Error as exc:
         _driver_error(conn, exc, dbapi_connection)
 
 
-def _driver_error(conn: Connection, exc: Exception, dbapi_connection: Any) -> NoReturn:
+def _driver_error(conn: Connection, exc: Any, dbapi_connection: Any) -> NoReturn:
     if conn.dialect.is_disconnect(exc, dbapi_connection, None):
         conn.invalidate(exc)
     raise sa.exc.DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -133,9 +134,11 @@ _SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E
 
 # PostgreSQL, through the driver: the statements of a fire's write, sent with BEGIN and
 # COMMIT in one pipeline (one round trip). None needs another's result, so none waits.
+#: the names of a complaint row's values for a fire (every column, then its timer runs)
+_FIRE_ROW = (*(c.name for c in C.c), "timer_runs")
 #: the complaint row with its timer runs, as ``_SELECT_FOR_FIRE`` (timestamps to be made UTC)
 _PG_SELECT_FOR_FIRE = (
-    f'SELECT {", ".join(c.name for c in C.c)}, '
+    f'SELECT {", ".join(_FIRE_ROW[:-1])}, '
     "(SELECT coalesce(json_agg(json_build_array(t.id, t.timer, t.run, t.status, t.ledger, "
     "t.breached_at IS NOT NULL))::text, '[]') FROM timers t "
     "WHERE t.complaint_id = complaints.id) AS timer_runs "
@@ -585,12 +588,13 @@ class Engine:
         ``ConcurrentUpdate`` and stores nothing, as a lost race inside one transaction
         would. A replayed idempotency key returns the first call's result (a Complaint)."""
         with db.autocommit(self._db, number) as conn:
-            row = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})
-            if row is None:
+            found = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})
+            if found is None:
                 raise NotFound("complaint", number)
+            row = SimpleNamespace(**dict(zip(_FIRE_ROW, found, strict=True)))
             # as UTCDateTime reads them
-            row = row._replace(received_at=row.received_at.astimezone(UTC),
-                               updated_at=row.updated_at.astimezone(UTC))
+            row.received_at = row.received_at.astimezone(UTC)
+            row.updated_at = row.updated_at.astimezone(UTC)
             earlier = self._idempotent(conn, key, fingerprint, actor)
             if earlier is not None:
                 return earlier

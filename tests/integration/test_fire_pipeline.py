@@ -139,7 +139,7 @@ def test_a_race_lost_after_the_read_stores_nothing_and_the_engine_goes_on(
 
         def fetch_and_race(conn: Any, statement: str, params: Any) -> Any:
             row = fetch_one(conn, statement, params)
-            then_the_other("resume" if row.state == "waiting" else "wait")
+            then_the_other("resume" if other.get(number).state == "waiting" else "wait")
             return row
 
         monkeypatch.setattr(db, "fetch_one", fetch_and_race)
