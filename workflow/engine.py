@@ -129,7 +129,8 @@ _INSERT_KEY = sa.insert(K)
 _SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E.c.to_state,
                            E.c.occurred_at)
                  .where(E.c.complaint_id == sa.bindparam("b_complaint"),
-                        E.c.seq > sa.bindparam("b_after")).order_by(E.c.seq))
+                        E.c.seq > sa.bindparam("b_after"),
+                        E.c.seq <= sa.bindparam("b_upto")).order_by(E.c.seq))
 
 
 # PostgreSQL, through the driver: the statements of a fire's write, sent with BEGIN and
@@ -951,12 +952,16 @@ class Engine:
     # -- reading ---------------------------------------------------------------------------
 
     @staticmethod
-    def facts(conn: Connection, complaint_id: int, start: Facts | None = None) -> Facts:
+    def facts(conn: Connection, complaint_id: int, start: Facts | None = None,
+              upto: int | None = None) -> Facts:
         """The history facts, replayed from every event of the complaint (or, given
-        ``start``, from the events after ``start.through`` onto it)."""
+        ``start``, from the events after ``start.through`` onto it), up to the event
+        ``upto`` if given (the row's version: events a concurrent writer appended after
+        the row was read are not the row's)."""
         facts = start if start is not None else Facts()
         for ev in conn.execute(_SELECT_FACTS, {"b_complaint": complaint_id,
-                                               "b_after": facts.through}):
+                                               "b_after": facts.through,
+                                               "b_upto": 2**31 - 1 if upto is None else upto}):
             facts.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state,
                          ev.occurred_at)
         return facts
@@ -966,13 +971,13 @@ class Engine:
         """The history facts of a complaint row: its ``facts`` column, caught up with any
         events after the last one it folded in (appended by a writer that does not keep the
         column), or replayed in full (NULL: written before the column existed, or a row
-        selected without it)."""
+        selected without it); never past the row's version."""
         text = getattr(row, "facts", None)
         if text is None:
-            return cls.facts(conn, row.id)
+            return cls.facts(conn, row.id, upto=row.version)
         facts = Facts.from_text(text)
         if facts.through < row.version:
-            facts = cls.facts(conn, row.id, facts)
+            facts = cls.facts(conn, row.id, facts, upto=row.version)
         return facts
 
     def _masked(self, complaint: Complaint, roles: tuple[str, ...] | None) -> Complaint:

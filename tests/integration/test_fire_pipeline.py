@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -177,3 +178,17 @@ def test_a_retried_key_returns_the_first_result_even_with_a_stale_version(
         engine.fire(number, "confirm", CS, ASSIGN, expected_version=1,
                     idempotency_key="k-2")
     assert [e.seq for e in engine.history(number)] == [1, 2]
+
+
+def test_history_facts_stop_at_the_version_read(engine: Engine) -> None:
+    """A row read outside a transaction may be older than the history a moment later:
+    its facts are caught up to its own version only."""
+    number = engine.submit(complaint_fields(), CS).number
+    engine.fire(number, "record", CS, {"readback_confirmed": True})
+    engine.fire(number, "confirm", CS, ASSIGN)
+    with engine.database.connect() as conn:
+        cid = conn.execute(sa.select(C.c.id).where(C.c.number == number)).scalar_one()
+        assert Engine.facts(conn, cid).through == 3
+        assert Engine.facts(conn, cid, upto=2).through == 2
+        row = SimpleNamespace(id=cid, version=2, facts=None)  # read before confirm
+        assert Engine.facts_of(conn, row) == Engine.facts(conn, cid, upto=2)
