@@ -192,3 +192,29 @@ def test_history_facts_stop_at_the_version_read(engine: Engine) -> None:
         assert Engine.facts(conn, cid, upto=2).through == 2
         row = SimpleNamespace(id=cid, version=2, facts=None)  # read before confirm
         assert Engine.facts_of(conn, row) == Engine.facts(conn, cid, upto=2)
+
+
+@pytest.mark.postgres
+def test_a_fire_on_postgresql_takes_two_round_trips(
+    pg_url: str, clock: SimulatedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One row read and one pipeline (its writes and the commit), nothing through
+    SQLAlchemy's statement machinery and no BEGIN/COMMIT of its own."""
+    engine = Engine.open(pg_url, clock=clock)
+    try:
+        number = engine.submit(complaint_fields(), CS).number
+        sent: list[str] = []
+        fetch_one, execute_pipeline = db.fetch_one, db.execute_pipeline
+        monkeypatch.setattr(db, "fetch_one", lambda *a: sent.append("read") or fetch_one(*a))
+        monkeypatch.setattr(db, "execute_pipeline",
+                            lambda c, s: sent.append(f"pipeline of {len(s)}")
+                            or execute_pipeline(c, s))
+        sa.event.listen(engine.database, "before_cursor_execute",
+                        lambda *_: sent.append("sqlalchemy"))
+        sa.event.listen(engine.database, "commit", lambda *_: sent.append("commit"))
+        clock.advance(timedelta(minutes=10))
+        engine.fire(number, "record", CS, {"readback_confirmed": True})
+        # the row update, its event, the stopped clocks (deadlines, then the clocks)
+        assert sent == ["read", "pipeline of 4"]
+    finally:
+        engine.close()
