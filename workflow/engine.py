@@ -148,17 +148,18 @@ _PG_SELECT_FOR_FIRE = (
 #: the complaint row under the version check; FAILS (and with it the transaction, so that
 #: nothing after it in the pipeline is applied) unless exactly one row was updated
 _PG_VERSION_MOVED = "complaintflow: version check failed"
+_EVENT_COLUMNS = tuple(c.name for c in E.c if c.name != "id")
 _PG_MOVE = (
     "WITH moved AS (UPDATE complaints SET "
     + ", ".join(f"{name} = %({name})s" for name in _MOVED_COLUMNS)
-    + " WHERE id = %(b_id)s AND version = %(b_version)s RETURNING id) "
+    + " WHERE id = %(b_id)s AND version = %(b_version)s RETURNING id), "
+    # the event, appended only if the row moved (one statement, not two, in the pipeline)
+    f'appended AS (INSERT INTO events ({", ".join(_EVENT_COLUMNS)}) SELECT '
+    + ", ".join("moved.id" if name == "complaint_id" else f"%({name})s"
+                for name in _EVENT_COLUMNS)
+    + " FROM moved) "
     f"SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('{_PG_VERSION_MOVED}: ' || count(*) "
     "|| ' rows')::integer END FROM moved"
-)
-_EVENT_COLUMNS = tuple(c.name for c in E.c if c.name != "id")
-_PG_INSERT_EVENT = (
-    f'INSERT INTO events ({", ".join(_EVENT_COLUMNS)}) '
-    f'VALUES ({", ".join(f"%({name})s" for name in _EVENT_COLUMNS)})'
 )
 _PG_INSERT_KEY = (
     "INSERT INTO idempotency_keys (key, fingerprint, complaint_id, event_seq, created_at) "
@@ -601,8 +602,8 @@ class Engine:
                 return earlier
             self._check_fire(conn, row, actor, expected_version)
             move = self._prepare(conn, row, trigger, actor, data, now, comment)
-            statements = [(_PG_MOVE, {"b_id": row.id, "b_version": row.version, **move.moved}),
-                          (_PG_INSERT_EVENT, move.event_row)]
+            statements = [(_PG_MOVE, {"b_id": row.id, "b_version": row.version, **move.moved,
+                                      **move.event_row})]
             if key is not None:
                 statements.append((_PG_INSERT_KEY, {
                     "key": key, "fingerprint": fingerprint, "complaint_id": row.id,

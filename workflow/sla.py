@@ -255,8 +255,7 @@ def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: dateti
 
 # PostgreSQL through the driver (psycopg's paramstyle): ``apply_plan``'s writes as
 # statements of constant text that need no result from one another, so that they can go
-# out in one pipeline. The started runs' deadlines find their timer row by its unique key
-# (complaint, timer, run) instead of by the ids an INSERT ... RETURNING would give back.
+# out in one pipeline.
 _PG_RECORDS = "json_to_recordset(%(rows)s::json)"
 #: (two statements, not one with a CTE: PostgreSQL then plans neither anew on each use)
 _PG_STOP = "UPDATE timers SET status = 'stopped', stopped_at = %(now)s WHERE id = ANY(%(ids)s)"
@@ -274,18 +273,17 @@ _PG_INSERT_NEW_DEADLINES = (
     f"FROM {_PG_RECORDS} AS r(kind text, idx integer, due_at timestamptz) "
     "ON CONFLICT (timer_id, kind, idx) DO NOTHING"
 )
+#: the runs started and their deadlines, found by the (timer, run) the INSERT returns
 _PG_START = (
-    "INSERT INTO timers (complaint_id, timer, run, status, ledger, due_at, provisional, warned) "
+    "WITH started AS (INSERT INTO timers (complaint_id, timer, run, status, ledger, due_at, "
+    "provisional, warned) "
     "SELECT %(complaint)s, r.timer, r.run, r.status, r.ledger, r.due_at, r.provisional, 0 "
     f"FROM {_PG_RECORDS} AS r(timer text, run integer, status text, ledger text, "
-    "due_at timestamptz, provisional boolean)"
-)
-_PG_START_DEADLINES = (
+    "due_at timestamptz, provisional boolean) RETURNING id, timer, run) "
     "INSERT INTO deadlines (timer_id, complaint_id, kind, idx, due_at) "
-    "SELECT t.id, t.complaint_id, r.kind, r.idx, r.due_at "
-    f"FROM {_PG_RECORDS} AS r(timer text, run integer, kind text, idx integer, "
-    "due_at timestamptz) "
-    "JOIN timers t ON t.complaint_id = %(complaint)s AND t.timer = r.timer AND t.run = r.run"
+    "SELECT s.id, %(complaint)s, d.kind, d.idx, d.due_at FROM started s "
+    "JOIN json_to_recordset(%(deadlines)s::json) AS d(timer text, run integer, kind text, "
+    "idx integer, due_at timestamptz) ON d.timer = s.timer AND d.run = s.run"
 )
 
 
@@ -322,15 +320,16 @@ def pg_statements(plan: TimerPlan, complaint_id: int,
         out.append((_PG_DELETE_PENDING_OF, stopping))
         out.append((_PG_STOP, stopping))
     if plan.started:
-        out.append((_PG_START, {"complaint": complaint_id, "rows": json.dumps([
-            {"timer": timer, "run": run, "status": status, "ledger": ledger,
-             "due_at": _iso_or_none(due.breach), "provisional": due.provisional}
-            for timer, run, status, ledger, due in plan.started])}))
-        rows = [r for timer, run, _status, _ledger, due in plan.started
-                for r in _deadline_records(due, timer=timer, run=run)]
-        if rows:
-            out.append((_PG_START_DEADLINES, {"complaint": complaint_id,
-                                              "rows": json.dumps(rows)}))
+        out.append((_PG_START, {
+            "complaint": complaint_id,
+            "rows": json.dumps([
+                {"timer": timer, "run": run, "status": status, "ledger": ledger,
+                 "due_at": _iso_or_none(due.breach), "provisional": due.provisional}
+                for timer, run, status, ledger, due in plan.started]),
+            "deadlines": json.dumps([
+                r for timer, run, _status, _ledger, due in plan.started
+                for r in _deadline_records(due, timer=timer, run=run)]),
+        }))
     return out
 
 
