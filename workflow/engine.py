@@ -584,11 +584,12 @@ class Engine:
                          data: Mapping[str, Any], expected_version: int | None,
                          now: datetime, comment: str | None, key: str | None,
                          fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
-        """PostgreSQL: read the row (one statement, its own snapshot), decide, then write
-        everything as ONE statement that re-checks the version (``_pg_fire_sql``): two
-        round trips, no BEGIN/COMMIT. A version that moved in between raises
-        ``ConcurrentUpdate`` and stores nothing, as a lost race inside one transaction
-        would. A replayed idempotency key returns the first call's result (a Complaint)."""
+        """PostgreSQL: read the row (one statement, its own snapshot), decide, then send
+        every write as one pipeline, one implicit transaction whose first statement
+        re-checks the version (``_PG_MOVE``; ``db.execute_pipeline``): two round trips, no
+        BEGIN/COMMIT. A version that moved in between raises ``ConcurrentUpdate`` and
+        stores nothing, as a lost race inside one transaction would. A replayed
+        idempotency key returns the first call's result (a Complaint)."""
         with db.autocommit(self._db, number) as conn:
             found = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})
             if found is None:
