@@ -17,7 +17,9 @@ One run, one fresh schema (``bench_sched_<hex>``, dropped afterwards unless ``--
    from a real ``fire_batch``), with nothing due and with ``--drain`` rows due.
 4. (ii) Draining ``--drain`` due breaches (``whole_complaint``: notify two roles and raise
    the severity), with 1 and with 2 scheduler processes (``multiprocessing`` spawn; separate
-   runs on separate, fresh due rows). Each process runs ``tick()`` until nothing is due.
+   runs on separate, fresh due rows), each process with every ``--threads`` count (default:
+   1 and the library's ``DEFAULT_THREADS``). Each process runs ``tick()`` until nothing is
+   due.
 5. (iii) The baseline on the same database: a bare ``FOR UPDATE SKIP LOCKED`` drain through
    plain psycopg 3 (claim ``--batch-size`` rows, one audit row inserted per deadline
    (pipelined executemany), mark them fired, commit), 1 and 2 processes, fresh due rows.
@@ -1057,7 +1059,9 @@ def main(argv: list[str] | None = None) -> int:
             data += [
                 f"**(ii) and (iii) Draining {drain:,} due breaches** (`whole_complaint`: "
                 f"notify two roles, raise the severity), batch size {args.batch_size}, fresh "
-                "due rows per run; rate = fired / (last process done − first started):",
+                "due rows per run; each process fires its batches on the given number of "
+                "threads (one connection each); rate = fired / (last process done − first "
+                "started):",
                 "",
                 drain_table,
                 "",

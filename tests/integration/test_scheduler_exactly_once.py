@@ -44,7 +44,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import sqlite3
@@ -161,16 +160,8 @@ def scheduler_process(
         ) -> None:
             if statement.lstrip().upper().startswith("UPDATE DEADLINES SET FIRED_AT"):
                 values = parameters.values() if isinstance(parameters, dict) else parameters
-                # the ids: one parameter each (SQLite), or one array literal '{1,2}' (PostgreSQL)
-                flat = [
-                    x
-                    for v in values
-                    for x in (
-                        [int(i) for i in v[1:-1].split(",")]
-                        if isinstance(v, str) and re.fullmatch(r"\{[0-9,]+\}", v)
-                        else [v]
-                    )
-                ]
+                # the ids: one parameter each (SQLite), or one array (PostgreSQL)
+                flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
                 pending[threading.get_ident()] = [
                     v for v in flat if isinstance(v, int) and not isinstance(v, bool)
                 ]
