@@ -2089,7 +2089,7 @@ def _stop_on_signals(stop: threading.Event, log: logging.Logger) -> Iterator[Non
 )
 @click.option(
     "--threads",
-    type=click.IntRange(1, 64),
+    type=click.IntRange(1, 8),
     default=DEFAULT_THREADS,
     show_default=True,
     help="Batches fired at once by this process, each on its own connection "

@@ -7,7 +7,9 @@ job stores are never shared between processes. A tick claims due deadlines in ba
 (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite) and, in
 ONE transaction per batch, marks each one fired, applies its actions, appends the history
 events and writes the notifications to the outbox. A process killed mid-batch loses its
-transaction, and the rows return to the pool for the others.
+transaction, and the rows return to the pool for the others. On PostgreSQL a process fires
+its batches on ``threads`` worker threads (one connection each), concurrent workers in the
+same sense as processes, so that one batch's Python work overlaps another's database time.
 
 Order: within one complaint, deadlines fire in due order. Across complaints, each batch is
 taken in due order, but parallel processes interleave their batches.
@@ -257,7 +259,8 @@ class _Head:
 
 class Scheduler:
     """Fires due deadlines for one engine. Use ``tick()`` directly (tests, simulations) or
-    ``start()``/``stop()`` for the background loop."""
+    ``start()``/``stop()`` for the background loop. ``threads``: batches fired at once by a
+    busy tick on PostgreSQL, each on its own pooled connection (SQLite: always one)."""
 
     def __init__(
         self,
