@@ -17,7 +17,9 @@ One run, one fresh schema (``bench_sched_<hex>``, dropped afterwards unless ``--
    from a real ``fire_batch``), with nothing due and with ``--drain`` rows due.
 4. (ii) Draining ``--drain`` due breaches (``whole_complaint``: notify two roles and raise
    the severity), with 1 and with 2 scheduler processes (``multiprocessing`` spawn; separate
-   runs on separate, fresh due rows). Each process runs ``tick()`` until nothing is due.
+   runs on separate, fresh due rows), each process with every ``--threads`` count (default:
+   1 and the library's ``DEFAULT_THREADS``). Each process runs ``tick()`` until nothing is
+   due.
 5. (iii) The baseline on the same database: a bare ``FOR UPDATE SKIP LOCKED`` drain through
    plain psycopg 3 (claim ``--batch-size`` rows, one audit row inserted per deadline
    (pipelined executemany), mark them fired, commit), 1 and 2 processes, fresh due rows.
@@ -68,7 +70,7 @@ from benchmarks._common import (  # noqa: E402
     write_section,
 )
 from complaintflow import Engine, SimulatedClock  # noqa: E402
-from complaintflow.scheduler import DEFAULT_BATCH_SIZE, Scheduler  # noqa: E402
+from complaintflow.scheduler import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, Scheduler  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks-scheduler.md"
 TICK_TARGET_MS = 5.0
@@ -504,9 +506,11 @@ def tick_anatomy(engine: Engine) -> dict[str, int]:
 # -- drains in separate processes -------------------------------------------------------------
 
 
-def drain_process(url: str, batch_size: int, worker: str, barrier: Any, results: Any) -> None:
+def drain_process(
+    url: str, batch_size: int, threads: int, worker: str, barrier: Any, results: Any
+) -> None:
     engine = Engine.open(url, clock=SimulatedClock(NOW))
-    scheduler = Scheduler(engine, worker=worker, batch_size=batch_size)
+    scheduler = Scheduler(engine, worker=worker, batch_size=batch_size, threads=threads)
     scheduler.fire_batch(datetime(2000, 1, 1, tzinfo=UTC))  # connect and compile: not timed
     scheduler.run_reviews(NOW)
     barrier.wait(timeout=600)
@@ -589,6 +593,7 @@ def baseline_process(
 class Drain:
     label: str
     processes: int
+    threads: int
     due: int
     fired: int
     seconds: float
@@ -601,7 +606,12 @@ class Drain:
 
 
 def run_drain(
-    label: str, target: Callable[..., None], args: tuple[Any, ...], processes: int, due: int
+    label: str,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    processes: int,
+    threads: int,
+    due: int,
 ) -> Drain:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes)
@@ -623,6 +633,7 @@ def run_drain(
     return Drain(
         label,
         processes,
+        threads,
         due,
         fired,
         end - start,
@@ -672,7 +683,7 @@ class Profile:
         return out
 
 
-def profile_drain(engine: Engine, batch_size: int) -> Profile:
+def profile_drain(engine: Engine, batch_size: int, threads: int) -> Profile:
     statements: dict[str, list[float]] = defaultdict(list)
     started: dict[int, float] = {}
 
@@ -684,7 +695,7 @@ def profile_drain(engine: Engine, batch_size: int) -> Profile:
             time.perf_counter() - started.pop(id(cursor), time.perf_counter())
         )
 
-    scheduler = Scheduler(engine, worker="bench:profile", batch_size=batch_size)
+    scheduler = Scheduler(engine, worker="bench:profile", batch_size=batch_size, threads=threads)
     now = engine.now()
     scheduler.fire_batch(datetime(2000, 1, 1, tzinfo=UTC))  # warm caches
     profiler = cProfile.Profile()
@@ -733,6 +744,7 @@ TICK_HEADER = [
 DRAIN_HEADER = [
     "drain",
     "processes",
+    "threads each",
     "due",
     "fired",
     "seconds",
@@ -756,6 +768,7 @@ def drain_rows(drains: list[Drain]) -> list[list[str]]:
             [
                 d.label,
                 str(d.processes),
+                str(d.threads),
                 f"{d.due:,}",
                 f"{d.fired:,}",
                 f"{d.seconds:.1f}",
@@ -806,6 +819,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_BATCH_SIZE,
         help="Scheduler batch_size (default: the library's)",
     )
+    parser.add_argument(
+        "--threads",
+        default=f"1,{DEFAULT_THREADS}" if DEFAULT_THREADS != 1 else "1",
+        help="Scheduler threads per process; each value gets its own 1- and 2-process drains "
+        "(default: 1 and the library's DEFAULT_THREADS)",
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-deadlines", type=int, default=10_000)
     parser.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
@@ -830,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     scales = sorted(int(s) for s in args.scales.split(","))
+    thread_counts = [int(t) for t in args.threads.split(",")]
     drain = args.drain
     profile_n = args.profile_deadlines if args.profile else 0
     if args.reuse_schema:
@@ -839,10 +859,11 @@ def main(argv: list[str] | None = None) -> int:
         assert found is not None and found[0] > 0, "nothing loaded in that schema"
         scales = [int(found[0])]
     largest = scales[-1]
-    if args.first - 1 + 4 * drain + profile_n > largest:
+    drains_planned = 2 * len(thread_counts) + 2
+    if args.first - 1 + drains_planned * drain + profile_n > largest:
         parser.error(
-            "the largest scale must hold 4 drains and the profile: "
-            f"{4 * drain + profile_n:,} complaints"
+            f"the largest scale must hold {drains_planned} drains and the profile: "
+            f"{drains_planned * drain + profile_n:,} complaints"
         )
 
     load_before = load_average()
@@ -912,11 +933,14 @@ def main(argv: list[str] | None = None) -> int:
         explain_idle = explain_claim(engine, claim, NOW, args.batch_size)
 
         drains: list[Drain] = []
-        plan = [
-            ("engine", drain_process, (url, args.batch_size), 1),
-            ("engine", drain_process, (url, args.batch_size), 2),
-            ("bare SKIP LOCKED", baseline_process, (args.pg_url, schema, args.batch_size), 1),
-            ("bare SKIP LOCKED", baseline_process, (args.pg_url, schema, args.batch_size), 2),
+        plan: list[tuple[str, Callable[..., None], tuple[Any, ...], int, int]] = [
+            ("engine", drain_process, (url, args.batch_size, threads), processes, threads)
+            for threads in thread_counts
+            for processes in (1, 2)
+        ]
+        plan += [
+            ("bare SKIP LOCKED", baseline_process, (args.pg_url, schema, args.batch_size), p, 1)
+            for p in (1, 2)
         ]
         explain_due = ""
         pending = int(
@@ -924,13 +948,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not drain:
             plan = []
-        for n, (label, target, targs, processes) in enumerate(plan):
+        for n, (label, target, targs, processes, threads) in enumerate(plan):
             first = args.first + n * drain
             due = make_due(loader, first, first + drain - 1)
             if n == 0:
                 explain_due = explain_claim(engine, claim, NOW, args.batch_size)
-            say(f"drain: {label}, {processes} process(es), {due:,} due")
-            result = run_drain(label, target, targs, processes, due)
+            say(f"drain: {label}, {processes} process(es) x {threads} thread(s), {due:,} due")
+            result = run_drain(label, target, targs, processes, threads, due)
             drains.append(result)
             say(f"  {result.fired:,} in {result.seconds:.1f} s = {result.rate:,.0f}/s")
             left = loader.execute(
@@ -950,10 +974,10 @@ def main(argv: list[str] | None = None) -> int:
 
         prof: Profile | None = None
         if profile_n:
-            first = args.first + 4 * drain
+            first = args.first + len(plan) * drain
             make_due(loader, first, first + profile_n - 1)
             say(f"profiling a drain of {profile_n:,}")
-            prof = profile_drain(engine, args.batch_size)
+            prof = profile_drain(engine, args.batch_size, 1)
             pending -= profile_n
         loader.close()
         engine.close()
@@ -1035,7 +1059,9 @@ def main(argv: list[str] | None = None) -> int:
             data += [
                 f"**(ii) and (iii) Draining {drain:,} due breaches** (`whole_complaint`: "
                 f"notify two roles, raise the severity), batch size {args.batch_size}, fresh "
-                "due rows per run; rate = fired / (last process done − first started):",
+                "due rows per run; each process fires its batches on the given number of "
+                "threads (one connection each); rate = fired / (last process done − first "
+                "started):",
                 "",
                 drain_table,
                 "",

@@ -53,7 +53,7 @@ from complaintflow.rules.check import did_you_mean
 from complaintflow.rules.loader import default_rules_text, json_schema, load_rules
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import to_json
-from complaintflow.scheduler import DEFAULT_BATCH_SIZE, Scheduler, TickReport
+from complaintflow.scheduler import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, Scheduler, TickReport
 from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
 from complaintflow.timeline import render_timeline
@@ -2087,6 +2087,14 @@ def _stop_on_signals(stop: threading.Event, log: logging.Logger) -> Iterator[Non
     metavar="S",
     help="Longest wait between ticks, seconds (nothing due soon).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 8),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="Batches fired at once by this process, each on its own connection "
+    "(PostgreSQL; SQLite fires one at a time).",
+)
 @click.pass_context
 def scheduler_run(
     ctx: click.Context,
@@ -2094,6 +2102,7 @@ def scheduler_run(
     batch_size: int,
     min_interval: float,
     max_interval: float,
+    threads: int,
 ) -> None:
     """Run in the foreground until SIGTERM or SIGINT, logging every tick that fired
     something to stderr. Several may run at once, on one host or many: each deadline
@@ -2126,6 +2135,7 @@ def scheduler_run(
             engine,
             worker=worker,
             batch_size=batch_size,
+            threads=threads,
             min_interval=min_interval,
             max_interval=max_interval,
         )
@@ -2133,11 +2143,12 @@ def scheduler_run(
         stop = threading.Event()
         with _stop_on_signals(stop, log):
             log.info(
-                "scheduler %s started on %s (batches of %d, every %g-%g s); "
+                "scheduler %s started on %s (batches of %d on %d threads, every %g-%g s); "
                 "SIGTERM or Ctrl-C stops it",
                 scheduler.worker,
                 _shown_url(settings.db),
                 batch_size,
+                threads,
                 min_interval,
                 max_interval,
             )

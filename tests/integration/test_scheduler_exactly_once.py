@@ -47,6 +47,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -59,6 +60,7 @@ import pytest
 import sqlalchemy as sa
 
 from complaintflow import Actor, Engine, SimulatedClock, parse_rules
+from complaintflow.scheduler import DEFAULT_THREADS
 
 TORTURE = int(os.environ.get("COMPLAINTFLOW_TORTURE_EXAMPLES") or 0)
 PG_DEADLINES = max(10_000, TORTURE)
@@ -133,19 +135,25 @@ def scheduler_process(
     hold: float = 0.0,
     holding: Any = None,
     lost_batch_file: str | None = None,
+    threads: int = DEFAULT_THREADS,
+    committed: Any = None,
 ) -> None:
     """Run ticks until nothing is pending; put a summary on ``results``.
 
     ``hold`` > 0 (the kill cases): before each COMMIT of a batch, count it in ``holding``,
-    write the ids of its deadlines to ``lost_batch_file`` and sleep ``hold`` seconds, so that
-    the parent can kill this process with the batch written but not committed."""
+    write the ids of the deadlines of every batch this process holds uncommitted to
+    ``lost_batch_file``, and sleep: ``hold`` seconds for the first batch, then until killed,
+    so that the parent can kill this process with a batch written but not committed. A held
+    batch that commits is counted in ``committed``."""
     from complaintflow.scheduler import Scheduler
 
     engine = Engine.open(
         url, rules=parse_rules(RULES_YAML, "exactly-once.yaml"), clock=SimulatedClock(now)
     )
     if hold > 0:
-        pending: list[int] = []
+        pending: dict[int, list[int]] = {}  # thread -> the ids its open batch marks fired
+        held: dict[int, list[int]] = {}  # thread -> the ids of its batch held before COMMIT
+        guard = threading.Lock()
 
         def remember(
             _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
@@ -154,21 +162,35 @@ def scheduler_process(
                 values = parameters.values() if isinstance(parameters, dict) else parameters
                 # the ids: one parameter each (SQLite), or one array (PostgreSQL)
                 flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
-                pending[:] = [v for v in flat if isinstance(v, int) and not isinstance(v, bool)]
+                pending[threading.get_ident()] = [
+                    v for v in flat if isinstance(v, int) and not isinstance(v, bool)
+                ]
 
         def before_commit(_conn: Any) -> None:
-            if not pending:
+            ids = pending.pop(threading.get_ident(), None)
+            if not ids:
                 return  # a read transaction, or a batch that found nothing
             assert lost_batch_file is not None and holding is not None
-            Path(lost_batch_file).write_text(json.dumps(pending), encoding="utf-8")
-            pending.clear()
+            with guard:
+                held[threading.get_ident()] = ids
+                lost = sorted(i for batch in held.values() for i in batch)
+                Path(lost_batch_file).write_text(json.dumps(lost), encoding="utf-8")
             with holding.get_lock():
                 holding.value += 1
-            time.sleep(hold)
+                first = holding.value == 1
+            time.sleep(hold if first else PROCESS_TIMEOUT)
+
+        def checkin(_dbapi_conn: Any, _record: Any) -> None:
+            with guard:  # back in the pool: this thread's held batch, if any, committed
+                if held.pop(threading.get_ident(), None) is not None:
+                    assert committed is not None
+                    with committed.get_lock():
+                        committed.value += 1
 
         sa.event.listen(engine.database, "before_cursor_execute", remember)
         sa.event.listen(engine.database, "commit", before_commit)
-    scheduler = Scheduler(engine, worker=worker, batch_size=batch_size)
+        sa.event.listen(engine.database.pool, "checkin", checkin)
+    scheduler = Scheduler(engine, worker=worker, batch_size=batch_size, threads=threads)
     barrier.wait(timeout=120)
     if go is not None:
         go.wait(timeout=120)
@@ -306,25 +328,35 @@ def run_schedulers(
     *,
     kill_one: bool = False,
     tmp_path: Path | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> Run:
-    """Start ``processes`` schedulers together. With ``kill_one``, process 0 (the victim)
-    starts alone and the others are let go once it holds a batch open before COMMIT (its
-    first on PostgreSQL, so that they run beside it; its second on SQLite, where a writer
-    would otherwise keep the victim waiting until nothing is left); the victim is killed
-    with SIGKILL while it holds its second batch."""
+    """Start ``processes`` schedulers together, each with ``threads`` threads (one fires on
+    SQLite). With ``kill_one``, process 0 (the victim) starts alone and the others are let
+    go once it holds a batch open before COMMIT (its first on PostgreSQL, so that they run
+    beside it; its second on SQLite, where a writer would otherwise keep the victim waiting
+    until nothing is left); the victim is killed with SIGKILL once it has committed its
+    first batch and holds another one open (with several threads, the others may hold one
+    each, or wait for the complaints the held one locked)."""
     ctx = multiprocessing.get_context("spawn")
     now = fire_instant(complaints)
     barrier = ctx.Barrier(processes + 1)
     go = ctx.Event()
     results = ctx.Queue()
     holding = ctx.Value("i", 0)
+    committed = ctx.Value("i", 0)
     lost_file = str(tmp_path / "lost-batch.json") if tmp_path is not None else None
     procs = []
     for n in range(processes):
         victim = kill_one and n == 0
-        kwargs: dict[str, Any] = {"go": go if kill_one else None}
+        kwargs: dict[str, Any] = {"go": go if kill_one else None, "threads": threads}
         if victim:
-            kwargs = {"hold": 3.0, "holding": holding, "lost_batch_file": lost_file}
+            kwargs = {
+                "hold": 3.0,
+                "holding": holding,
+                "lost_batch_file": lost_file,
+                "threads": threads,
+                "committed": committed,
+            }
         procs.append(
             ctx.Process(
                 target=scheduler_process,
@@ -343,13 +375,17 @@ def run_schedulers(
         if kill_one:
             victim = procs[0]
             release_at = 1 if url.startswith("postgresql") else 2
+
+            def ready() -> bool:  # a batch committed, and a later one held
+                return committed.value >= 1 and holding.value > committed.value
+
             deadline = time.monotonic() + PROCESS_TIMEOUT
-            while holding.value < 2 and victim.is_alive() and time.monotonic() < deadline:
+            while not ready() and victim.is_alive() and time.monotonic() < deadline:
                 if holding.value >= release_at:
                     go.set()
                 time.sleep(0.005)
             go.set()
-            assert victim.is_alive() and holding.value >= 2, "the victim never held a batch"
+            assert victim.is_alive() and ready(), "the victim never held a batch"
             assert victim.pid is not None
             os.kill(victim.pid, signal.SIGKILL)
             victim.join(30)
@@ -499,13 +535,21 @@ def test_postgres_three_processes_fire_every_deadline_exactly_once(
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.parametrize("threads", sorted({1, DEFAULT_THREADS}), ids=lambda n: f"{n}-threads")
 def test_postgres_a_process_killed_mid_batch_loses_nothing(
     pg_copy: tuple[str, int],
     tmp_path: Path,
+    threads: int,
 ) -> None:
     url, complaints = pg_copy
     run = run_schedulers(
-        url, complaints, processes=3, batch_size=250, kill_one=True, tmp_path=tmp_path
+        url,
+        complaints,
+        processes=3,
+        batch_size=250,
+        kill_one=True,
+        tmp_path=tmp_path,
+        threads=threads,
     )
     summary = check_exactly_once(url, complaints, run)
     print(summary)
