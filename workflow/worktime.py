@@ -353,6 +353,7 @@ class WorkingCalendar:
         first = next((spec.weekly[d] for d in range(7) if spec.weekly.get(d)), ())
         self._makeup: tuple[WorkInterval, ...] = spec.makeup_hours or first
         self._days: dict[date, _Day] = {}
+        self._midnights: dict[date, datetime] = {}
 
     def __repr__(self) -> str:
         return f"WorkingCalendar({self.spec.id!r}, {self.spec.timezone!r})"
@@ -396,11 +397,24 @@ class WorkingCalendar:
         remaining = timedelta(minutes=minutes)
         if not remaining:
             return WorkResult(start)
-        for s, e, provisional in self._stream(start):
-            if remaining <= e - s:
-                return WorkResult(s + remaining, provisional)
-            remaining -= e - s
-        raise AssertionError("unreachable: the interval stream is endless")  # pragma: no cover
+        # _stream inlined (this is the hot path of every working-time deadline)
+        d = self._local_date(start) - ONE_DAY
+        last_end, provisional, idle = start, False, 0
+        while True:
+            day = self._day(d)
+            provisional = provisional or day.provisional
+            idle += 1
+            for s, e in day.intervals:
+                if s < last_end:
+                    s = last_end
+                if s < e:
+                    idle, last_end = 0, e
+                    if remaining <= e - s:
+                        return WorkResult(s + remaining, provisional)
+                    remaining -= e - s
+            if idle > MAX_IDLE_DAYS:
+                raise NoWorkingTime(self.spec.id, d - (idle - 1) * ONE_DAY)
+            d += ONE_DAY
 
     def add_working_hours(self, start: datetime, hours: int) -> WorkResult:
         if hours < 0:
@@ -441,10 +455,23 @@ class WorkingCalendar:
         if b < a:
             return -self.between(b, a)
         total = timedelta(0)
-        for s, e, _ in self._stream(a, until=b):
-            if s >= b:
-                break
-            total += min(e, b) - s
+        # _stream(a, until=b) inlined
+        d = self._local_date(a) - ONE_DAY
+        last_end, idle = a, 0
+        while self._midnight(d) < b:
+            day = self._day(d)
+            idle += 1
+            for s, e in day.intervals:
+                if s < last_end:
+                    s = last_end
+                if s < e:
+                    idle, last_end = 0, e
+                    if s >= b:
+                        return total
+                    total += (e if e < b else b) - s
+            if idle > MAX_IDLE_DAYS:
+                raise NoWorkingTime(self.spec.id, d - (idle - 1) * ONE_DAY)
+            d += ONE_DAY
         return total
 
     # -- internals --
@@ -465,7 +492,7 @@ class WorkingCalendar:
         """
         d = self._local_date(t) - ONE_DAY
         last_end, provisional, idle = t, False, 0
-        while until is None or self._instant(d, MIDNIGHT) < until:
+        while until is None or self._midnight(d) < until:
             day = self._day(d)
             provisional = provisional or day.provisional
             idle += 1
@@ -477,6 +504,13 @@ class WorkingCalendar:
             if idle > MAX_IDLE_DAYS:
                 raise NoWorkingTime(self.spec.id, d - (idle - 1) * ONE_DAY)
             d += ONE_DAY
+
+    def _midnight(self, d: date) -> datetime:
+        """The instant (UTC) local date ``d`` begins, cached like the days."""
+        found = self._midnights.get(d)
+        if found is None:
+            found = self._midnights[d] = self._instant(d, MIDNIGHT)
+        return found
 
     def _day(self, d: date) -> _Day:
         cached = self._days.get(d)
