@@ -228,17 +228,18 @@ class TimerSet:
                 nonlocal provisional, full, full_minutes
                 budget = total * scale
                 if unit == "working_days":
+                    count_start_day = timer.definition.count_start_day
                     if full is None:
-                        full = cal.add_working_days(
-                            started, total, count_start_day=timer.definition.count_start_day)
+                        full = cal.add_working_days(started, total, count_start_day)
                     provisional = provisional or full.provisional
                     if scale == 1.0:
                         if not paused_min:
                             return full.instant
                         result = cal.add_working(full.instant, paused_min)
                     else:
-                        if full_minutes is None:
-                            full_minutes = cal.between(started, full.instant).total_seconds()
+                        if full_minutes is None:  # between(started, full.instant)
+                            full_minutes = cal.working_days_span(
+                                started, total, count_start_day)[1].total_seconds()
                         result = cal.add_working(started,
                                                  int(full_minutes * scale // 60) + paused_min)
                 else:
