@@ -1301,8 +1301,15 @@ def audit_group() -> None:
     metavar="ISO",
     help="With --deep: only complaints changed since then (naive: the rules' time zone).",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Verify ranges of complaints in this many processes at once (same report).",
+)
 @click.pass_context
-def audit_verify(ctx: click.Context, deep: bool, since: str | None) -> None:
+def audit_verify(ctx: click.Context, deep: bool, since: str | None, jobs: int) -> None:
     """Recompute every hash chain and compare each complaint with its history; with --deep
     re-run every transition through the guards of its rule version and check warnings and
     breaches against the clocks (exit 1 on any finding)."""
@@ -1314,11 +1321,22 @@ def audit_verify(ctx: click.Context, deep: bool, since: str | None) -> None:
         total = engine.find(limit=1).total if moment is None else None
         with _progress(_err()) as bar:
             task = bar.add_task("verifying deeply" if deep else "verifying", total=total)
-            report = engine.verify(
-                deep=deep,
-                since=_aware(moment, _zone(engine)),
-                progress=lambda n: bar.advance(task, n),
-            )
+            if jobs == 1:
+                report = engine.verify(
+                    deep=deep,
+                    since=_aware(moment, _zone(engine)),
+                    progress=lambda n: bar.advance(task, n),
+                )
+            else:
+                from complaintflow.verify import verify_parallel
+
+                report = verify_parallel(
+                    engine,
+                    jobs,
+                    deep=deep,
+                    since=_aware(moment, _zone(engine)),
+                    progress=lambda n: bar.advance(task, n),
+                )
     doc = {**report.to_json(), "deep": deep}
 
     def human(out: Console) -> None:

@@ -302,7 +302,7 @@ class DeepVerifier:
                 for ct in version.transitions(trigger, state):
                     # ComplaintMachine's guard step for one candidate (_Attempt.run)
                     updated, problems = ct.apply_data(rules, typed, data)
-                    values = tuple([updated.get(n) for n in version.severity_fields])
+                    values = tuple(map(updated.get, version.severity_fields))
                     if severity_memo is not None and severity_memo[0] is version \
                             and severity_memo[1] == floor and severity_memo[2] == values:
                         severity = severity_memo[3]
@@ -356,7 +356,13 @@ class DeepVerifier:
                         typed = {k: v for k, v in typed.items() if v is not None}
                 for name in p.get("dropped_fields", ()):
                     typed.pop(name, None)
-            fold_event(replayed, event.type, event.seq, event.to_state, event.ruleset, p, at)
+            # fold_event without the timers and escalation: the clocks are checked on
+            # ledgers of their own (_ClockCheck) and nothing here reads ReplayedTimer
+            replayed.state, replayed.version = event.to_state, event.seq
+            replayed.ruleset = event.ruleset
+            replayed.fields = fold_fields(replayed.fields, p)
+            if "severity" in p:
+                replayed.severity = p["severity"]
             if clocks is None:
                 clocks = _ClockCheck(self, number, self._zone(event.ruleset))
             if "timers" in p or event.type in _CLOCK_EVENTS:
@@ -397,7 +403,12 @@ class DeepVerifier:
         """The scope the engine gives the timer rules after ``event``, with the fields the
         budget variants read (built on demand: only a variant budget or an aligned start
         reads it)."""
+        built: dict[str, Scope] = {}  # the same for every clock this event starts
+
         def scope(version: str) -> Scope:
+            done = built.get(version)
+            if done is not None:
+                return done
             found = self.version(version)
             compiled = found.compiled
             actor, _ = self._actor(event.actor_id, event.actor_roles, event.actor_department)
@@ -408,7 +419,8 @@ class DeepVerifier:
             values = {**compiled.codec.decode({k: fields[k] for k in found.timer_fields
                                                if k in fields}),
                       **base, "severity": replayed.severity, "state": replayed.state}
-            return compiled.scope(values, actor, facts, at)
+            done = built[version] = compiled.scope(values, actor, facts, at)
+            return done
 
         return scope
 
@@ -465,7 +477,7 @@ class _ClockCheck:
         return Finding(self._number, seq, kind, f"timer {key[0]} run {key[1]} {text}")
 
     def _derive(self, clock: _Clock, key: _Key, seq: int, at: datetime,
-                recorded: Any) -> Iterator[Finding]:
+                recorded: Any) -> Finding | None:
         """Derive after a change at ``at`` and compare with the recorded due time."""
         ledger = clock.ledger
         due = clock.timers.derive(clock.timer, ledger,
@@ -480,9 +492,10 @@ class _ClockCheck:
         clock.pending = kept
         stated = parse_iso(recorded) if isinstance(recorded, str) and recorded else None
         if stated != due.breach:
-            yield self._finding(seq, "wrong_due", key,
-                                f"recorded due {self._t(stated)}, its ledger gives "
-                                f"{self._t(due.breach)}")
+            return self._finding(seq, "wrong_due", key,
+                                 f"recorded due {self._t(stated)}, its ledger gives "
+                                 f"{self._t(due.breach)}")
+        return None
 
     def _budget(self, timer: CompiledTimer, scope: Callable[[], Scope]) -> tuple[str, int]:
         return timer.budget_for(scope()) if timer.variants else (timer.unit, timer.amount)
@@ -509,7 +522,9 @@ class _ClockCheck:
                 clock.ledger.extensions.append({"amount": int(p.get("amount", 0))})
             elif p.get("calendar_version"):
                 clock.ledger.calendar_version = str(p["calendar_version"])
-            yield from self._derive(clock, key, seq, at, p.get("due_at"))
+            wrong = self._derive(clock, key, seq, at, p.get("due_at"))
+            if wrong is not None:
+                yield wrong
             return
         changes = p.get("timers")
         if not isinstance(changes, Mapping):
@@ -544,7 +559,9 @@ class _ClockCheck:
                         ledger.calendar_version = version
                 touched[key] = item.get("due_at")
         for key, recorded in touched.items():
-            yield from self._derive(self.clocks[key], key, seq, at, recorded)
+            wrong = self._derive(self.clocks[key], key, seq, at, recorded)
+            if wrong is not None:
+                yield wrong
         for item in changes.get("started", ()):
             key = (item["timer"], int(item.get("run", 1)))
             timers = self._v.version(version).compiled.timers
@@ -565,7 +582,9 @@ class _ClockCheck:
             if not migrated and event.to_state in timer.definition.pause:
                 ledger.pause(at, f"state:{event.to_state}")
             clock = self.clocks[key] = _Clock(timer, timers, ledger, seq)
-            yield from self._derive(clock, key, seq, at, item.get("due_at"))
+            wrong = self._derive(clock, key, seq, at, item.get("due_at"))
+            if wrong is not None:
+                yield wrong
 
     def _late_extension(self, clock: _Clock, key: _Key, seq: int,
                         at: datetime) -> Iterator[Finding]:

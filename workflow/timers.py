@@ -32,7 +32,7 @@ from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.timing import calendar_minutes, duration_of
 from complaintflow.states.conditions import Predicate, Scope, compile_condition, fields_read
 from complaintflow.storage.hashing import iso
-from complaintflow.worktime import WorkingCalendar
+from complaintflow.worktime import WorkingCalendar, WorkResult
 
 __all__ = ["CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso"]
 
@@ -161,6 +161,7 @@ class TimerSet:
             ))
         self.timers: tuple[CompiledTimer, ...] = tuple(compiled)
         self.by_id = {t.id: t for t in self.timers}
+        self._leads: dict[tuple[str, int], timedelta] = {}
         self._starters: dict[tuple[str, str | None, str | None, str],
                              tuple[CompiledTimer, ...]] = {}
         #: a raised severity can change some clock's budget (variants read severity)
@@ -199,62 +200,75 @@ class TimerSet:
                calendar: WorkingCalendar | None) -> Due:
         if ledger.paused:
             return Due(None, (), False)
+        unit = ledger.unit
+        total = ledger.budget
+        started = ledger.started_at
+        span = calendar_minutes(unit, 1)
+        pauses = [(parse_iso(str(p[0])), parse_iso(str(p[1]))) for p in ledger.pauses]
         provisional = False
+        if span is not None:
+            paused = sum((end - begin for begin, end in pauses), timedelta())
 
-        def at(scale: float) -> datetime:
-            nonlocal provisional
-            unit = ledger.unit
-            budget = ledger.budget * scale
-            span = calendar_minutes(unit, 1)
-            if span is not None:
-                paused = sum((parse_iso(str(p[1])) - parse_iso(str(p[0])) for p in ledger.pauses),
-                             timedelta())
-                return ledger.started_at + span * budget + paused
+            def at(scale: float) -> datetime:
+                return started + span * (total * scale) + paused
+        else:
             if calendar is None:
                 raise InvalidInput([FieldProblem(f"timers.{timer.id}",
                                                  "a working-time budget without a calendar")])
+            cal = calendar
             paused_min = 0
-            for p in ledger.pauses:
-                paused_min += int(calendar.between(parse_iso(str(p[0])),
-                                                   parse_iso(str(p[1]))).total_seconds() // 60)
-            if unit == "working_days":
-                if scale == 1.0:
-                    first = calendar.add_working_days(
-                        ledger.started_at, int(budget),
-                        count_start_day=timer.definition.count_start_day)
-                    provisional = provisional or first.provisional
-                    base = first.instant
-                    if not paused_min:
-                        return base
-                    result = calendar.add_working(base, paused_min)
-                else:
-                    full = calendar.add_working_days(
-                        ledger.started_at, ledger.budget,
-                        count_start_day=timer.definition.count_start_day)
+            for begin, end in pauses:
+                paused_min += int(cal.between(begin, end).total_seconds() // 60)
+            # the end of the last working day and the working minutes up to it: the breach
+            # and every fractional warning of a working_days clock count from them
+            full: WorkResult | None = None
+            full_minutes: float | None = None
+
+            def at(scale: float) -> datetime:
+                nonlocal provisional, full, full_minutes
+                budget = total * scale
+                if unit == "working_days":
+                    count_start_day = timer.definition.count_start_day
+                    if full is None:
+                        full = cal.add_working_days(started, total, count_start_day)
                     provisional = provisional or full.provisional
-                    minutes = calendar.between(ledger.started_at, full.instant).total_seconds()
-                    result = calendar.add_working(ledger.started_at,
-                                                  int(minutes * scale // 60) + paused_min)
-            else:
-                per = 60 if unit == "working_hours" else 1
-                result = calendar.add_working(ledger.started_at, int(budget * per) + paused_min)
-            provisional = provisional or result.provisional
-            return result.instant
+                    if scale == 1.0:
+                        if not paused_min:
+                            return full.instant
+                        result = cal.add_working(full.instant, paused_min)
+                    else:
+                        if full_minutes is None:  # between(started, full.instant)
+                            full_minutes = cal.working_days_span(
+                                started, total, count_start_day)[1].total_seconds()
+                        result = cal.add_working(started,
+                                                 int(full_minutes * scale // 60) + paused_min)
+                else:
+                    per = 60 if unit == "working_hours" else 1
+                    result = cal.add_working(started, int(budget * per) + paused_min)
+                provisional = provisional or result.provisional
+                return result.instant
 
         breach = at(1.0)
         warnings = []
         for index, w in enumerate(timer.definition.warnings, start=1):
-            if w.fraction is not None:
-                moment = at(w.fraction)
-            else:
-                assert w.before is not None
-                unit, amount = duration_of(w.before)
-                lead = calendar_minutes(unit, amount)
-                assert lead is not None
-                moment = breach - lead
-            if moment >= ledger.started_at:
+            moment = (at(w.fraction) if w.fraction is not None
+                      else breach - self._lead(timer, index))
+            if moment >= started:
                 warnings.append((index, moment))
         return Due(breach, tuple(warnings), provisional)
+
+    def _lead(self, timer: CompiledTimer, index: int) -> timedelta:
+        """Warning ``index``'s ``before`` lead as calendar time (parsed once)."""
+        key = (timer.id, index)
+        found = self._leads.get(key)
+        if found is None:
+            before = timer.definition.warnings[index - 1].before
+            assert before is not None
+            unit, amount = duration_of(before)
+            lead = calendar_minutes(unit, amount)
+            assert lead is not None
+            found = self._leads[key] = lead
+        return found
 
 
 def _starts(

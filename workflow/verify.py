@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import re
 from collections.abc import Callable, Generator, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -28,7 +31,11 @@ from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import number_sequences as N
 
-__all__ = ["Finding", "StoredEvent", "VerificationReport", "fold_fields", "verify_all"]
+if TYPE_CHECKING:
+    from complaintflow.engine import Engine
+
+__all__ = ["Finding", "StoredEvent", "VerificationReport", "fold_fields", "verify_all",
+           "verify_parallel"]
 
 BATCH = 500
 
@@ -141,6 +148,31 @@ def fold_fields(fields: dict[str, Any], payload: dict[str, Any] | Any) -> dict[s
 
 # -- reading events cheaply ---------------------------------------------------------------------
 
+
+_orjson_loads = orjson.loads
+_orjson_dumps = orjson.dumps
+
+
+def parse_payload(text: Any) -> Any:
+    """``json.loads(text)``, through orjson when that gives the same result.
+
+    orjson parses these payloads about 2.5x faster, but it is not a drop-in: it turns
+    integers beyond 64 bits into floats and refuses ``NaN``, ``Infinity`` and lone
+    surrogates, which ``json.loads`` accepts. So its result is taken only when orjson writes
+    it back as exactly the stored text (the engine stores ``canonical`` JSON, which orjson
+    reproduces byte for byte): a float made from an integer literal, or a dropped duplicate
+    key, would be written differently. Anything else goes to ``json.loads``. The hash is
+    never computed from the parsed value, only from the stored text."""
+    if type(text) is str:
+        try:
+            value = _orjson_loads(text)
+            if _orjson_dumps(value) == text.encode():
+                return value
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, UnicodeEncodeError):
+            pass
+    return json.loads(text)
+
+
 _SQLITE_INSTANT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
 _PG_INSTANT = "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 _COLUMNS = ("complaint_id, seq, type, trigger, from_state, to_state, actor_id, actor_roles, "
@@ -178,7 +210,7 @@ class _EventReader:
         cursor: Any = self._conn.connection.cursor()
         try:
             cursor.execute(self._sql, (first_id, last_id))
-            loads = json.loads
+            loads = parse_payload
             sqlite = self._sqlite
             fast = _SQLITE_INSTANT.fullmatch
             current = -1
@@ -389,27 +421,36 @@ def _row_findings(row: Any, h: _History, index_fields: IndexFields | None) -> li
 # -- the whole database -----------------------------------------------------------------------
 
 
-def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
-               index_fields: IndexFields | None = None, *, deep: DeepCheck | None = None,
-               deep_since: datetime | None = None) -> VerificationReport:
-    """Every complaint's chain and row, and the number sequences. With ``deep``, each
-    complaint (changed since ``deep_since``, if given) and its events also go to ``deep``;
-    its findings follow the others, without repeating a kind already found for the same
-    complaint."""
-    report = VerificationReport()
-    deep_found: list[Finding] = []
-    seqs: dict[str, list[int]] = {}
+@dataclass
+class _Part:
+    """What one range of complaints gives: their chain and row findings, their deep
+    findings (kept apart: they follow the number-sequence findings), their counts and the
+    sequence numbers of their numbers, per scope."""
+
+    complaints: int = 0
+    events: int = 0
+    chain: list[Finding] = field(default_factory=list)
+    deep: list[Finding] = field(default_factory=list)
+    seqs: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _verify_range(conn: Connection, after: int, upto: int | None,
+                  progress: Callable[[int], None] | None, index_fields: IndexFields | None,
+                  deep: DeepCheck | None, deep_since: datetime | None) -> _Part:
+    """Complaints with ``after < id <= upto`` (no upper bound: ``None``), in id order."""
+    part = _Part()
     reader = _EventReader(conn)
     columns: list[Any] = [C.c.id, C.c.number, C.c.scope, C.c.seq, C.c.state, C.c.version,
                           C.c.severity, C.c.fields, C.c.head_seq, C.c.head_hash, C.c.ruleset,
                           C.c.received_at, C.c.department, C.c.handler, C.c.facts]
     if deep is not None and deep_since is not None:
         columns.append((C.c.updated_at >= deep_since).label("deep"))
-    last_id = 0
+    last_id = after
     while True:
-        rows = conn.execute(
-            sa.select(*columns).where(C.c.id > last_id).order_by(C.c.id).limit(BATCH)
-        ).all()
+        query = sa.select(*columns).where(C.c.id > last_id)
+        if upto is not None:
+            query = query.where(C.c.id <= upto)
+        rows = conn.execute(query.order_by(C.c.id).limit(BATCH)).all()
         if not rows:
             break
         last_id = rows[-1].id
@@ -422,17 +463,33 @@ def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
             if pending is not None and pending[0] == r.id:
                 events = pending[1]
                 pending = next(stream, None)
-            seqs.setdefault(r.scope, []).append(r.seq)
+            part.seqs.setdefault(r.scope, []).append(r.seq)
             chain = _check_chain(r, events, index_fields)
-            report.findings.extend(chain)
-            report.events += len(events)
+            part.chain.extend(chain)
+            part.events += len(events)
             if deep is not None and (deep_since is None or r.deep):
                 kinds = {f.kind for f in chain}
-                deep_found.extend(f for f in deep(r, events) if f.kind not in kinds)
+                part.deep.extend(f for f in deep(r, events) if f.kind not in kinds)
         stream.close()
-        report.complaints += len(rows)
+        part.complaints += len(rows)
         if progress is not None:
             progress(len(rows))
+    return part
+
+
+def _report(conn: Connection, parts: Iterable[_Part]) -> VerificationReport:
+    """The parts' findings in complaint order, the number-sequence findings after them, and
+    the deep findings last."""
+    report = VerificationReport()
+    deep_found: list[Finding] = []
+    seqs: dict[str, list[int]] = {}
+    for part in parts:
+        report.complaints += part.complaints
+        report.events += part.events
+        report.findings.extend(part.chain)
+        deep_found.extend(part.deep)
+        for scope, numbers in part.seqs.items():
+            seqs.setdefault(scope, []).extend(numbers)
     counters = {r.scope: r.value for r in conn.execute(sa.select(N.c.scope, N.c.value))}
     for scope in sorted(set(seqs) | set(counters)):
         present = set(seqs.get(scope, []))
@@ -446,3 +503,79 @@ def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
                                            "are missing (deleted with their history)"))
     report.findings.extend(deep_found)
     return report
+
+
+def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
+               index_fields: IndexFields | None = None, *, deep: DeepCheck | None = None,
+               deep_since: datetime | None = None) -> VerificationReport:
+    """Every complaint's chain and row, and the number sequences. With ``deep``, each
+    complaint (changed since ``deep_since``, if given) and its events also go to ``deep``;
+    its findings follow the others, without repeating a kind already found for the same
+    complaint."""
+    part = _verify_range(conn, 0, None, progress, index_fields, deep, deep_since)
+    return _report(conn, [part])
+
+
+# -- in parallel ------------------------------------------------------------------------------
+
+
+def verify_parallel(engine: Engine, jobs: int, *, deep: bool = False,
+                    since: datetime | None = None,
+                    progress: Callable[[int], None] | None = None) -> VerificationReport:
+    """``engine.verify(deep=deep, since=since)`` with the complaints split into ``jobs``
+    ranges of ids, each verified in a process of its own (its own connection, a snapshot of
+    its own); the report is the one ``verify`` gives, findings in the same order. For a
+    large database on a machine with free cores; ``progress`` advances as ranges finish.
+    Complaints created while it runs may be verified or not, as with ``verify``; none is
+    reported missing for it."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    from complaintflow.storage import db
+
+    url = engine.database.url.render_as_string(hide_password=False)
+    now = engine.now()
+    with db.read(engine.database) as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(C)).scalar_one()
+        bounds = [0]
+        for k in range(1, jobs):
+            below = conn.execute(sa.select(C.c.id).order_by(C.c.id).offset(k * total // jobs)
+                                 .limit(1)).scalar()
+            if below is not None and below - 1 > bounds[-1]:
+                bounds.append(below - 1)
+        ranges = [(lo, hi) for lo, hi in zip(bounds, [*bounds[1:], None], strict=True)]
+        if len(ranges) == 1:
+            parts = [_verify_part(url, now, ranges[0][0], None, deep, since)]
+            if progress is not None:
+                progress(parts[0].complaints)
+        else:
+            context = multiprocessing.get_context("spawn")  # no forked connections
+            with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
+                futures = [pool.submit(_verify_part, url, now, lo, hi, deep, since)
+                           for lo, hi in ranges]
+                parts = []
+                for future in futures:
+                    parts.append(future.result())
+                    if progress is not None:
+                        progress(parts[-1].complaints)
+        return _report(conn, parts)
+
+
+def _verify_part(url: str, now: datetime, after: int, upto: int | None, deep: bool,
+                 since: datetime | None) -> _Part:
+    """One range, in a worker process: an engine of its own on the same database (not
+    ``Engine.open``: nothing is written), the verifier ``engine.verify`` uses."""
+    from complaintflow.clock import SimulatedClock
+    from complaintflow.engine import Engine, upcast
+    from complaintflow.replay import DeepVerifier
+    from complaintflow.rules.loader import load_rules
+    from complaintflow.storage import db
+
+    engine = Engine(db.connect(url), load_rules(None), SimulatedClock(now))
+    try:
+        with db.read(engine.database) as conn:
+            check = DeepVerifier(lambda v: engine.compiled(conn, v), now, upcast) \
+                if deep else None
+            return _verify_range(conn, after, upto, None, engine._index_fields(conn), check,
+                                 since if deep else None)
+    finally:
+        engine.close()

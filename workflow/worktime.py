@@ -342,8 +342,9 @@ class _Day:
 class WorkingCalendar:
     """Answers working-time questions for one :class:`CalendarSpec`.
 
-    Per-date interval lists are cached on the instance (plain dict: safe to share between
-    threads in CPython; a race only computes a date twice).
+    Per-date interval lists, and the ends of N working days from a date, are cached on the
+    instance (plain dicts: safe to share between threads in CPython; a race only computes
+    a date twice).
     """
 
     def __init__(self, spec: CalendarSpec) -> None:
@@ -353,6 +354,11 @@ class WorkingCalendar:
         first = next((spec.weekly[d] for d in range(7) if spec.weekly.get(d)), ())
         self._makeup: tuple[WorkInterval, ...] = spec.makeup_hours or first
         self._days: dict[date, _Day] = {}
+        self._midnights: dict[date, datetime] = {}
+        #: add_working_days by (start date, start day counted, n)
+        self._ends: dict[tuple[date, int, int], WorkResult] = {}
+        #: working time from a midnight to the end of a working day (working_days_span)
+        self._spans: dict[tuple[datetime, datetime], timedelta] = {}
 
     def __repr__(self) -> str:
         return f"WorkingCalendar({self.spec.id!r}, {self.spec.timezone!r})"
@@ -396,11 +402,24 @@ class WorkingCalendar:
         remaining = timedelta(minutes=minutes)
         if not remaining:
             return WorkResult(start)
-        for s, e, provisional in self._stream(start):
-            if remaining <= e - s:
-                return WorkResult(s + remaining, provisional)
-            remaining -= e - s
-        raise AssertionError("unreachable: the interval stream is endless")  # pragma: no cover
+        # _stream inlined (this is the hot path of every working-time deadline)
+        d = self._local_date(start) - ONE_DAY
+        last_end, provisional, idle = start, False, 0
+        while True:
+            day = self._day(d)
+            provisional = provisional or day.provisional
+            idle += 1
+            for s, e in day.intervals:
+                if s < last_end:
+                    s = last_end
+                if s < e:
+                    idle, last_end = 0, e
+                    if remaining <= e - s:
+                        return WorkResult(s + remaining, provisional)
+                    remaining -= e - s
+            if idle > MAX_IDLE_DAYS:
+                raise NoWorkingTime(self.spec.id, d - (idle - 1) * ONE_DAY)
+            d += ONE_DAY
 
     def add_working_hours(self, start: datetime, hours: int) -> WorkResult:
         if hours < 0:
@@ -418,10 +437,17 @@ class WorkingCalendar:
             return WorkResult(start)
         d = self._local_date(start)
         day = self._day(d)
-        provisional = day.provisional
         counted = 0
         if count_start_day and day.intervals and start < day.intervals[-1][1]:
             counted = 1
+        # the answer depends on the start's date, not its instant: every clock started on
+        # that date with the same count shares it (a deadline and each of its warnings,
+        # the clocks one event starts, all complaints received that day)
+        key = (d, counted, n)
+        found = self._ends.get(key)
+        if found is not None:
+            return found
+        provisional = day.provisional
         idle = 0
         while counted < n:
             d += ONE_DAY
@@ -433,7 +459,26 @@ class WorkingCalendar:
                 idle += 1
                 if idle > MAX_IDLE_DAYS:
                     raise NoWorkingTime(self.spec.id, d - idle * ONE_DAY)
-        return WorkResult(day.intervals[-1][1], provisional)
+        found = self._ends[key] = WorkResult(day.intervals[-1][1], provisional)
+        return found
+
+    def working_days_span(
+        self, start: datetime, n: int, count_start_day: bool = False
+    ) -> tuple[WorkResult, timedelta]:
+        """``add_working_days(start, n, count_start_day)`` and the working time from
+        ``start`` to it (``between(start, end)``), the whole days of which are computed once
+        per start date."""
+        end = self.add_working_days(start, n, count_start_day)
+        start = _aware(start, "start")
+        d = self._local_date(start)
+        next_midnight = self._midnight(d + ONE_DAY)
+        if end.instant <= next_midnight:
+            return end, self.between(start, end.instant)
+        key = (next_midnight, end.instant)
+        whole = self._spans.get(key)
+        if whole is None:
+            whole = self._spans[key] = self.between(next_midnight, end.instant)
+        return end, self.between(start, next_midnight) + whole
 
     def between(self, a: datetime, b: datetime) -> timedelta:
         """Working time in ``[a, b)``; negative (``-between(b, a)``) if ``b < a``."""
@@ -441,10 +486,23 @@ class WorkingCalendar:
         if b < a:
             return -self.between(b, a)
         total = timedelta(0)
-        for s, e, _ in self._stream(a, until=b):
-            if s >= b:
-                break
-            total += min(e, b) - s
+        # _stream(a, until=b) inlined
+        d = self._local_date(a) - ONE_DAY
+        last_end, idle = a, 0
+        while self._midnight(d) < b:
+            day = self._day(d)
+            idle += 1
+            for s, e in day.intervals:
+                if s < last_end:
+                    s = last_end
+                if s < e:
+                    idle, last_end = 0, e
+                    if s >= b:
+                        return total
+                    total += (e if e < b else b) - s
+            if idle > MAX_IDLE_DAYS:
+                raise NoWorkingTime(self.spec.id, d - (idle - 1) * ONE_DAY)
+            d += ONE_DAY
         return total
 
     # -- internals --
@@ -465,7 +523,7 @@ class WorkingCalendar:
         """
         d = self._local_date(t) - ONE_DAY
         last_end, provisional, idle = t, False, 0
-        while until is None or self._instant(d, MIDNIGHT) < until:
+        while until is None or self._midnight(d) < until:
             day = self._day(d)
             provisional = provisional or day.provisional
             idle += 1
@@ -477,6 +535,13 @@ class WorkingCalendar:
             if idle > MAX_IDLE_DAYS:
                 raise NoWorkingTime(self.spec.id, d - (idle - 1) * ONE_DAY)
             d += ONE_DAY
+
+    def _midnight(self, d: date) -> datetime:
+        """The instant (UTC) local date ``d`` begins, cached like the days."""
+        found = self._midnights.get(d)
+        if found is None:
+            found = self._midnights[d] = self._instant(d, MIDNIGHT)
+        return found
 
     def _day(self, d: date) -> _Day:
         cached = self._days.get(d)
