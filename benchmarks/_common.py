@@ -135,6 +135,8 @@ def environment(pg_url: str = DEFAULT_PG_URL, db_dir: Path | None = None) -> dic
     import sqlalchemy
     import transitions
 
+    from complaintflow.storage.db import SQLITE_SYNCHRONOUS
+
     pg = pg_facts(pg_url)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
@@ -145,6 +147,7 @@ def environment(pg_url: str = DEFAULT_PG_URL, db_dir: Path | None = None) -> dic
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
         "SQLite (library)": sqlite3.sqlite_version,
+        "SQLite durability": f"journal_mode=WAL, synchronous={SQLITE_SYNCHRONOUS}",
         "PostgreSQL server": pg.get("server_version", "?"),
         "PostgreSQL durability": (
             f"fsync={pg.get('fsync', '?')}, synchronous_commit="

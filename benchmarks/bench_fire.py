@@ -7,7 +7,7 @@ For each backend, in one run and on the SAME database:
   (record → confirm → submit_report → propose_plan → approve_plan → resolve → feed_back →
   revisit → close: 9 fires per complaint, forward moves and self-loops, four actors);
 * raw: one row per transaction into a scratch table of the same database, through the bare
-  driver (sqlite3 with the engine's pragmas — WAL, synchronous=NORMAL — and
+  driver (sqlite3 with the engine's pragmas — WAL, synchronous=FULL — and
   ``BEGIN IMMEDIATE``/``COMMIT`` per row; psycopg 3 in autocommit, one INSERT per
   transaction), measured before and after the engine run; the mean of the two is the limit;
 * raw, engine-shaped: transactions of the shape a fire cannot avoid (SELECT the row, SELECT
@@ -66,7 +66,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from complaintflow import Actor, Engine, SimulatedClock  # noqa: E402
 from complaintflow.storage import db  # noqa: E402
-from complaintflow.storage.db import SQLITE_BUSY_TIMEOUT_MS  # noqa: E402
+from complaintflow.storage.db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS  # noqa: E402
 from complaintflow.storage.tables import complaints as C  # noqa: E402
 from complaintflow.storage.tables import events as E  # noqa: E402
 from tests.support import AFTER, CS, GM, QA, complaint_fields  # noqa: E402
@@ -191,7 +191,7 @@ def raw_sqlite(path: Path, seconds: float, min_rows: int, shape: bool = False) -
     conn = sqlite3.connect(path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         execute = conn.execute

@@ -17,10 +17,17 @@ from sqlalchemy.pool import StaticPool
 
 from complaintflow.errors import ConcurrentUpdate, StorageError
 
-__all__ = ["alembic_config", "autocommit", "connect", "execute_pipeline", "fetch_one", "read",
-           "translate_errors", "upgrade", "write"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "alembic_config", "autocommit",
+           "connect", "execute_pipeline", "fetch_one", "read", "translate_errors", "upgrade",
+           "write"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Durable commits: in WAL mode, synchronous=NORMAL skips the WAL fsync at commit, so a power
+# loss or OS crash can roll back transactions already reported committed: a complaint
+# number handed to the customer could be handed out again, an outbox notification another
+# system already acted on could vanish from the history. FULL syncs the WAL at every commit,
+# as PostgreSQL does with synchronous_commit=on.
+SQLITE_SYNCHRONOUS = "FULL"
 
 
 def _normalise(url: str | URL) -> URL:
@@ -31,8 +38,9 @@ def _normalise(url: str | URL) -> URL:
 
 
 def connect(url: str | URL, **kwargs: Any) -> Engine:
-    """An engine for ``url``. SQLite gets WAL, foreign keys, a busy timeout, and
-    ``BEGIN IMMEDIATE`` for write transactions so writers queue instead of failing."""
+    """An engine for ``url``. SQLite gets WAL with durable commits (``synchronous=FULL``),
+    foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for write transactions so writers
+    queue instead of failing."""
     parsed = _normalise(url)
     if parsed.get_backend_name() == "sqlite":
         memory = parsed.database in (None, "", ":memory:")
@@ -49,7 +57,7 @@ def connect(url: str | URL, **kwargs: Any) -> Engine:
             cursor = dbapi_connection.cursor()
             if not memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.close()
