@@ -66,7 +66,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from complaintflow import Actor, Engine, SimulatedClock  # noqa: E402
 from complaintflow.storage import db  # noqa: E402
-from complaintflow.storage.db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS  # noqa: E402
+from complaintflow.storage.db import SQLITE_BUSY_TIMEOUT_MS  # noqa: E402
 from complaintflow.storage.tables import complaints as C  # noqa: E402
 from complaintflow.storage.tables import events as E  # noqa: E402
 from tests.support import AFTER, CS, GM, QA, complaint_fields  # noqa: E402
@@ -190,10 +190,8 @@ def raw_sqlite(path: Path, seconds: float, min_rows: int, shape: bool = False) -
     ``shape``, transactions of the engine's shape instead (see ``SHAPE_DOC``)."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        for pragma in db.sqlite_pragmas():
+            conn.execute(pragma)
         execute = conn.execute
         if shape:
             _sqlite_shape_tables(conn)

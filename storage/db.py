@@ -18,8 +18,8 @@ from sqlalchemy.pool import StaticPool
 from complaintflow.errors import ConcurrentUpdate, StorageError
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "alembic_config", "autocommit",
-           "connect", "execute_pipeline", "fetch_one", "read", "translate_errors", "upgrade",
-           "write"]
+           "connect", "execute_pipeline", "fetch_one", "read", "sqlite_pragmas",
+           "translate_errors", "upgrade", "write"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Durable commits: in WAL mode, synchronous=NORMAL skips the WAL fsync at commit, so a power
@@ -28,6 +28,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # system already acted on could vanish from the history. FULL syncs the WAL at every commit,
 # as PostgreSQL does with synchronous_commit=on.
 SQLITE_SYNCHRONOUS = "FULL"
+
+
+def sqlite_pragmas(*, memory: bool = False) -> tuple[str, ...]:
+    """The pragmas every SQLite connection of the engine runs when it opens (WAL only for a
+    file database); the benchmarks' raw baselines run the same ones."""
+    return (
+        *(() if memory else ("PRAGMA journal_mode=WAL",)),
+        f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    )
 
 
 def _normalise(url: str | URL) -> URL:
@@ -55,11 +66,8 @@ def connect(url: str | URL, **kwargs: Any) -> Engine:
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
-            if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            for pragma in sqlite_pragmas(memory=memory):
+                cursor.execute(pragma)
             cursor.close()
 
         @event.listens_for(engine, "begin")
