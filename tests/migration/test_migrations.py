@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine as SAEngine
 
 from complaintflow.storage import db
-from complaintflow.storage.tables import Base
+from complaintflow.storage.tables import FILLFACTOR, Base
 
 TABLES = set(Base.metadata.tables)
 CORE_TABLES = {"complaints", "events", "idempotency_keys", "number_sequences", "rulesets"}
@@ -122,3 +122,39 @@ def test_downgrade_to_base_and_up_again(database: SAEngine) -> None:
 def test_models_are_not_empty() -> None:
     """Guards the comparison above against comparing nothing with nothing."""
     assert CORE_TABLES <= TABLES
+
+
+def test_no_index_repeats_the_leading_columns_of_another(database: SAEngine) -> None:
+    """An index whose columns lead a unique constraint (or a wider index) only costs writes:
+    every update that is not HOT maintains both (migration 0004 dropped two such)."""
+    db.upgrade(database)
+    inspector = sa.inspect(database)
+    redundant = []
+    for table in TABLES:
+        keys = [(i["name"], tuple(i["column_names"]), i.get("dialect_options", {}))
+                for i in inspector.get_indexes(table)]
+        wider = [c for _, c, _ in keys] + [tuple(u["column_names"])
+                                            for u in inspector.get_unique_constraints(table)]
+        for name, columns, options in keys:
+            if any(options.get(k) is not None for k in ("postgresql_where", "sqlite_where")):
+                continue  # a partial index holds other rows than the full one
+            if any(len(w) > len(columns) and w[:len(columns)] == columns for w in wider):
+                redundant.append((table, name, columns))
+    assert redundant == []
+
+
+def test_update_heavy_tables_leave_room_on_their_pages(database: SAEngine) -> None:
+    """PostgreSQL: the migrated tables carry ``FILLFACTOR`` (and no other table sets one);
+    the models say the same, so ``create_all`` would too. SQLite has no such parameter."""
+    for table, percent in FILLFACTOR.items():
+        assert Base.metadata.tables[table].dialect_options["postgresql"]["with"] == {
+            "fillfactor": percent}
+    db.upgrade(database)
+    if database.dialect.name == "postgresql":
+        with database.connect() as conn:
+            options = dict(conn.execute(sa.text(
+                "SELECT c.relname, c.reloptions FROM pg_class c"
+                " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+            )).all())
+        assert {t: o for t, o in options.items() if o} == {
+            table: [f"fillfactor={percent}"] for table, percent in FILLFACTOR.items()}
