@@ -4,7 +4,7 @@ place where driver errors become complaintflow errors."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -12,14 +12,17 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 from complaintflow.errors import ConcurrentUpdate, StorageError
+from complaintflow.storage.tables import UTCDateTime
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "alembic_config", "autocommit",
-           "connect", "execute_pipeline", "fetch_one", "read", "sqlite_pragmas",
-           "translate_errors", "upgrade", "write"]
+           "connect", "driver_cursor", "execute_pipeline", "fetch_one", "read",
+           "sqlite_datetime_in", "sqlite_datetime_out", "sqlite_pragmas", "translate_errors",
+           "upgrade", "write"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Durable commits: in WAL mode, synchronous=NORMAL skips the WAL fsync at commit, so a power
@@ -73,7 +76,13 @@ def connect(url: str | URL, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             readonly = conn.get_execution_options().get("complaintflow_readonly", False)
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            # straight through the driver: SQLAlchemy's statement machinery costs more than
+            # the BEGIN itself, on every transaction
+            dbapi_connection: Any = conn.connection.dbapi_connection
+            try:
+                dbapi_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            except conn.dialect.loaded_dbapi.Error as exc:
+                _driver_error(conn, exc, dbapi_connection)
 
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -138,6 +147,38 @@ def _driver_error(conn: Connection, exc: Any, dbapi_connection: Any) -> NoReturn
         conn.invalidate(exc)
     raise sa.exc.DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error,
                                      dialect=conn.dialect) from exc
+
+
+# SQLite through the driver: a timestamp as SQLAlchemy stores it (UTC, ISO text without a
+# zone) and reads it back (aware UTC), by SQLAlchemy's own processors for the column type,
+# so both write paths store the same text.
+def _sqlite_datetime() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    dialect = sqlite.dialect()
+    impl = UTCDateTime().dialect_impl(dialect)
+    stored, read = impl.bind_processor(dialect), impl.result_processor(dialect, None)
+    assert stored is not None and read is not None
+    return stored, read
+
+
+sqlite_datetime_in, sqlite_datetime_out = _sqlite_datetime()
+
+
+@contextlib.contextmanager
+def driver_cursor(conn: Connection) -> Iterator[Any]:
+    """SQLite: a cursor straight on ``conn``'s DBAPI connection, inside ``conn``'s
+    transaction (``write``'s BEGIN IMMEDIATE and COMMIT stay SQLAlchemy's), for SQL text in
+    sqlite3's named paramstyle, bypassing SQLAlchemy's statement machinery (sqlite3 keeps
+    the prepared statements by their text). Values go in and come out as the driver
+    takes and gives them (timestamps: ``sqlite_datetime_in`` / ``_out``). Driver errors come
+    out as SQLAlchemy's, so ``translate_errors`` treats them as any other."""
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    cursor = dbapi_connection.cursor()
+    try:
+        yield cursor
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _driver_error(conn, exc, dbapi_connection)
+    finally:
+        cursor.close()
 
 
 def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) -> None:

@@ -6,6 +6,7 @@ commit in ONE transaction; observers run after the commit and can neither undo n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -160,6 +161,42 @@ _PG_MOVE = (
     + " FROM moved) "
     f"SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('{_PG_VERSION_MOVED}: ' || count(*) "
     "|| ' rows')::integer END FROM moved"
+)
+# SQLite, through the driver (sqlite3's named paramstyle): a fire's statements, run in its
+# BEGIN IMMEDIATE transaction (``Engine._fire_sqlite``).
+#: the complaint row with its timer runs, as ``_SELECT_FOR_FIRE`` (timestamps as text)
+_SQLITE_SELECT_FOR_FIRE = (
+    f'SELECT {", ".join(_FIRE_ROW[:-1])}, '
+    "(SELECT coalesce(json_group_array(json_array(t.id, t.timer, t.run, t.status, t.ledger, "
+    "t.breached_at IS NOT NULL)), '[]') FROM timers t "
+    "WHERE t.complaint_id = complaints.id) AS timer_runs "
+    "FROM complaints WHERE number = :number"
+)
+#: the moved columns some index of the complaints table holds: SQLite rewrites an index
+#: entry for every column SET, changed or not (a WAL page per index at the commit), so a
+#: fire sets these only when they change
+_INDEXED_MOVED = frozenset(
+    name for name in _MOVED_COLUMNS
+    if any(name in index.columns for index in C.indexes)
+    or any(name in c.columns for c in C.constraints if isinstance(c, sa.UniqueConstraint)))
+
+
+@functools.cache
+def _sqlite_move(columns: tuple[str, ...]) -> str:
+    """The complaint row's UPDATE of ``columns`` under the version check (the rowcount
+    tells)."""
+    return ("UPDATE complaints SET " + ", ".join(f"{name} = :{name}" for name in columns)
+            + " WHERE id = :b_id AND version = :b_version")
+
+
+_SQLITE_APPEND = (
+    # (quoted: TRIGGER is an SQLite keyword)
+    "INSERT INTO events (" + ", ".join(f'"{name}"' for name in _EVENT_COLUMNS) + ") "
+    f'VALUES ({", ".join(f":{name}" for name in _EVENT_COLUMNS)})'
+)
+_SQLITE_INSERT_KEY = (
+    'INSERT INTO idempotency_keys ("key", fingerprint, complaint_id, event_seq, created_at) '
+    "VALUES (:key, :fingerprint, :complaint_id, :event_seq, :created_at)"
 )
 _PG_INSERT_KEY = (
     "INSERT INTO idempotency_keys (key, fingerprint, complaint_id, event_seq, created_at) "
@@ -550,19 +587,11 @@ class Engine:
                 return done
             event, complaint = done
         else:
-            with db.write(self._db, number) as conn:
-                row = self._fire_row(conn, number)
-                earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
-                if earlier is not None:
-                    return earlier
-                self._check_fire(conn, row, actor, expected_version)
-                event, complaint = self.transition(conn, row, trigger, actor, data, now,
-                                                   comment)
-                if idempotency_key is not None:
-                    conn.execute(_INSERT_KEY, {"key": idempotency_key,
-                                               "fingerprint": fingerprint,
-                                               "complaint_id": row.id, "event_seq": event.seq,
-                                               "created_at": now})
+            done = self._fire_sqlite(number, trigger, actor, data, expected_version, now,
+                                     comment, idempotency_key, fingerprint)
+            if isinstance(done, Complaint):
+                return done
+            event, complaint = done
         self.notify([CommittedEvent(event, complaint)])
         return self._masked(complaint, actor.roles)
 
@@ -616,6 +645,44 @@ class Engine:
                 if _PG_VERSION_MOVED in str(exc.orig):
                     raise ConcurrentUpdate(number, row.version, None) from exc
                 raise
+        return move.event, move.complaint
+
+    def _fire_sqlite(self, number: str, trigger: str, actor: Actor,
+                     data: Mapping[str, Any], expected_version: int | None,
+                     now: datetime, comment: str | None, key: str | None,
+                     fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
+        """SQLite: read, decide and write in ONE ``BEGIN IMMEDIATE`` transaction (no one
+        can move the row in between), every statement straight through the driver
+        (``db.driver_cursor``): the same rows as ``transition`` writes, without
+        SQLAlchemy's per-statement machinery. A replayed idempotency key returns the first
+        call's result (a Complaint)."""
+        stored = db.sqlite_datetime_in
+        with db.write(self._db, number) as conn, db.driver_cursor(conn) as cursor:
+            found = cursor.execute(_SQLITE_SELECT_FOR_FIRE, {"number": number}).fetchone()
+            if found is None:
+                raise NotFound("complaint", number)
+            row = SimpleNamespace(**dict(zip(_FIRE_ROW, found, strict=True)))
+            row.received_at = db.sqlite_datetime_out(row.received_at)
+            row.updated_at = db.sqlite_datetime_out(row.updated_at)
+            earlier = self._idempotent(conn, key, fingerprint, actor)
+            if earlier is not None:
+                return earlier
+            self._check_fire(conn, row, actor, expected_version)
+            move = self._prepare(conn, row, trigger, actor, data, now, comment)
+            at = stored(now)
+            moved = {name: value for name, value in move.moved.items()
+                     if name not in _INDEXED_MOVED or value != getattr(row, name)}
+            moved["updated_at"] = at
+            cursor.execute(_sqlite_move(tuple(moved)),
+                           {"b_id": row.id, "b_version": row.version, **moved})
+            if cursor.rowcount != 1:
+                raise ConcurrentUpdate(number, row.version, None)
+            cursor.execute(_SQLITE_APPEND, {**move.event_row, "occurred_at": at})
+            if key is not None:
+                cursor.execute(_SQLITE_INSERT_KEY, {
+                    "key": key, "fingerprint": fingerprint, "complaint_id": row.id,
+                    "event_seq": move.event.seq, "created_at": at})
+            sla.apply_plan_sqlite(cursor, move.timers, row.id, now)
         return move.event, move.complaint
 
     def transition(self, conn: Connection, row: Any, trigger: str, actor: Actor,

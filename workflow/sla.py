@@ -6,6 +6,7 @@ their pending deadlines always commit together.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from complaintflow.compiled import Compiled
 from complaintflow.states.conditions import Scope
+from complaintflow.storage import db
 from complaintflow.storage.hashing import iso
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
@@ -331,6 +333,81 @@ def pg_statements(plan: TimerPlan, complaint_id: int,
                 for r in _deadline_records(due, timer=timer, run=run)]),
         }))
     return out
+
+
+# SQLite through the driver (sqlite3's named paramstyle): ``apply_plan``'s writes as SQL
+# text executed straight on the DBAPI cursor, in the caller's transaction.
+_SQLITE_UPDATE_TIMER = (
+    "UPDATE timers SET status = :status, ledger = :ledger, due_at = :due_at, "
+    "provisional = :provisional WHERE id = :id"
+)
+_SQLITE_INSERT_TIMER = (
+    "INSERT INTO timers (complaint_id, timer, run, status, ledger, due_at, provisional, "
+    "warned) VALUES (:complaint, :timer, :run, :status, :ledger, :due_at, :provisional, 0)"
+)
+_SQLITE_INSERT_DEADLINE = (
+    "INSERT INTO deadlines (timer_id, complaint_id, kind, idx, due_at) "
+    "VALUES (:timer_id, :complaint_id, :kind, :idx, :due_at)"
+)
+
+
+@functools.cache
+def _sqlite_in(count: int) -> str:
+    return ", ".join(f":id{i}" for i in range(count))
+
+
+@functools.cache
+def _sqlite_delete_pending(count: int) -> str:
+    """With the complaint, so that the planner takes the pending-by-complaint index."""
+    return ("DELETE FROM deadlines WHERE complaint_id = :complaint "
+            f"AND timer_id IN ({_sqlite_in(count)}) AND fired_at IS NULL AND due_at > :now")
+
+
+@functools.cache
+def _sqlite_stop(count: int) -> str:
+    return (f"UPDATE timers SET status = 'stopped', stopped_at = :now "
+            f"WHERE id IN ({_sqlite_in(count)})")
+
+
+def _sqlite_ids(ids: Sequence[int], **params: Any) -> dict[str, Any]:
+    return {**params, **{f"id{i}": row_id for i, row_id in enumerate(ids)}}
+
+
+def _sqlite_deadlines(timer_row_id: int, complaint_id: int, due: Due) -> list[dict[str, Any]]:
+    stored = db.sqlite_datetime_in
+    return [{**row, "due_at": stored(row["due_at"])}
+            for row in _deadline_rows(timer_row_id, complaint_id, due)]
+
+
+def apply_plan_sqlite(cursor: Any, plan: TimerPlan, complaint_id: int, now: datetime) -> None:
+    """Write ``plan`` on a sqlite3 ``cursor`` (``db.driver_cursor``) in its connection's
+    transaction: the same rows as ``apply_plan`` writes."""
+    stored = db.sqlite_datetime_in
+    at = stored(now)
+    for row_id, status, ledger, due in plan.touched:
+        cursor.execute(_SQLITE_UPDATE_TIMER, {
+            "id": row_id, "status": status, "ledger": ledger,
+            "due_at": None if due.breach is None else stored(due.breach),
+            "provisional": due.provisional})
+        cursor.execute(_sqlite_delete_pending(1),
+                       _sqlite_ids([row_id], complaint=complaint_id, now=at))
+        rows = _sqlite_deadlines(row_id, complaint_id, due)
+        if rows:
+            # the unique key (timer_id, kind, idx) keeps fired and already-due rows
+            cursor.executemany(_SQLITE_INSERT_DEADLINE + " ON CONFLICT DO NOTHING", rows)
+    if plan.stopped:
+        count = len(plan.stopped)
+        cursor.execute(_sqlite_delete_pending(count),
+                       _sqlite_ids(plan.stopped, complaint=complaint_id, now=at))
+        cursor.execute(_sqlite_stop(count), _sqlite_ids(plan.stopped, now=at))
+    for timer, run, status, ledger, due in plan.started:
+        cursor.execute(_SQLITE_INSERT_TIMER, {
+            "complaint": complaint_id, "timer": timer, "run": run, "status": status,
+            "ledger": ledger, "due_at": None if due.breach is None else stored(due.breach),
+            "provisional": due.provisional})
+        rows = _sqlite_deadlines(cursor.lastrowid, complaint_id, due)
+        if rows:
+            cursor.executemany(_SQLITE_INSERT_DEADLINE, rows)
 
 
 def on_event(

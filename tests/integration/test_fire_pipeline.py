@@ -1,5 +1,6 @@
 """The two write paths of a transition store the same rows, on both backends: ``fire`` (on
-PostgreSQL: the row read in autocommit, every write in one pipelined implicit transaction)
+PostgreSQL: the row read in autocommit, every write in one pipelined implicit transaction;
+on SQLite: one BEGIN IMMEDIATE transaction, every statement straight through the driver)
 and ``transition`` inside a caller's transaction (the scheduler's path, SQLAlchemy
 statements). A race lost between the read and the pipelined write stores nothing and
 leaves the connection usable, however often it happens."""
@@ -7,15 +8,17 @@ leaves the connection usable, however often it happens."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from complaintflow import ConcurrentUpdate, Engine, SimulatedClock, parse_rules
+from complaintflow import ConcurrentUpdate, Engine, SimulatedClock, StorageError, parse_rules
 from complaintflow.actor import Actor
 from complaintflow.storage import db
 from complaintflow.storage.tables import complaints as C
@@ -23,7 +26,7 @@ from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import timers as T
 from tests.integration.test_timers import CLERK, PAUSING
-from tests.support import ASSIGN, CS, QA, REPORT, complaint_fields
+from tests.support import AFTER, ASSIGN, CS, GM, QA, REPORT, complaint_fields
 
 Step = tuple[str, Actor, dict[str, Any], timedelta]
 
@@ -216,5 +219,100 @@ def test_a_fire_on_postgresql_takes_two_round_trips(
         engine.fire(number, "record", CS, {"readback_confirmed": True})
         # the row update with its event, the stopped clocks (deadlines, then the clocks)
         assert sent == ["read", "pipeline of 3"]
+    finally:
+        engine.close()
+
+
+def _traced(engine: Engine) -> list[str]:
+    """Every statement the SQLite driver runs from now on, as it runs them."""
+    ran: list[str] = []
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(ran.append)
+
+    sa.event.listen(engine.database, "connect", trace)
+    engine.database.dispose()  # pooled connections are opened anew, traced
+    return ran
+
+
+def test_a_fire_on_sqlite_is_one_transaction_straight_through_the_driver(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """BEGIN IMMEDIATE, the row read, the row's UPDATE, the event, the clocks, COMMIT: all
+    sent by the driver itself, none through SQLAlchemy's statement machinery."""
+    engine = Engine.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
+    try:
+        number = engine.submit(complaint_fields(), CS).number
+        ran = _traced(engine)
+        through_sqlalchemy: list[str] = []
+        sa.event.listen(engine.database, "before_cursor_execute",
+                        lambda _c, _cur, statement, *_: through_sqlalchemy.append(statement))
+        clock.advance(timedelta(minutes=10))
+        engine.fire(number, "record", CS, {"readback_confirmed": True})
+        kinds = [" ".join(s.split()[:3]) for s in ran]
+        assert through_sqlalchemy == []
+        assert kinds[0] == "BEGIN IMMEDIATE" and kinds[-1] == "COMMIT", kinds
+        assert kinds[1].startswith("SELECT") and kinds[2] == "UPDATE complaints SET"
+        assert kinds[3] == "INSERT INTO events"
+        # the clocks record stopped: their pending deadlines go, then the clocks
+        assert kinds[4:-1] == ["DELETE FROM deadlines", "UPDATE timers SET"], kinds
+    finally:
+        engine.close()
+
+
+def _update_of_complaint(ran: list[str]) -> str:
+    (update,) = [s for s in ran if s.startswith("UPDATE complaints")]
+    return update.split(" WHERE ")[0]
+
+
+def test_a_fire_on_sqlite_sets_indexed_columns_only_when_they_change(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """SQLite rewrites an index entry for every column SET, changed or not: a self-loop
+    sets no state, a move sets the state and leaves the unchanged department alone."""
+    engine = Engine.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
+    try:
+        number = engine.submit(complaint_fields(), CS).number
+        for trigger, actor, data in (("record", CS, {"readback_confirmed": True}),
+                                     ("confirm", CS, ASSIGN), ("submit_report", QA, REPORT)):
+            engine.fire(number, trigger, actor, data)
+        ran = _traced(engine)
+        before = engine.get(number, QA)
+        engine.fire(number, "propose_plan", QA,
+                    {"disposal_plan": "更换电机", "disposal_measures": ["replace"]})
+        loop = _update_of_complaint(ran)
+        assert engine.get(number, QA).state == before.state == "investigated"
+        assert "state =" not in loop and "department =" not in loop, loop
+        assert "version =" in loop and "fields =" in loop and "head_hash =" in loop
+        ran.clear()
+        engine.fire(number, "approve_plan", GM)
+        engine.fire(number, "resolve", AFTER, {"disposal_result": "已更换"})
+        move = _update_of_complaint(ran[ran.index("COMMIT") + 1:])
+        assert "state =" in move and "department =" not in move, move
+        assert engine.get(number, QA).department == before.department
+        assert engine.verify(deep=True).ok
+    finally:
+        engine.close()
+
+
+def test_a_busy_sqlite_database_is_a_storage_error_and_stores_nothing(
+    tmp_path: Path, clock: SimulatedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock past the busy timeout: the driver's BEGIN
+    IMMEDIATE fails, as a ``StorageError``; the fire after the lock is gone succeeds."""
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "c.db"
+    engine = Engine.open(f"sqlite:///{path}", clock=clock)
+    try:
+        number = engine.submit(complaint_fields(), CS).number
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StorageError, match="locked"):
+                engine.fire(number, "record", CS, {"readback_confirmed": True})
+        finally:
+            other.close()
+        assert [e.seq for e in engine.history(number)] == [1]
+        assert engine.fire(number, "record", CS, {"readback_confirmed": True}).version == 2
     finally:
         engine.close()
