@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from complaintflow.rules.model import FieldDef, Label
 from complaintflow.rules.values import (
@@ -274,6 +276,32 @@ def test_json_round_trip(vtype: ValueType, raw: Any) -> None:
     stored = to_json(value)
     assert from_json(vtype, stored) == value
     assert to_json(from_json(vtype, stored)) == stored
+
+
+_STORED = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.sampled_from(["red", "green", "x", "a\nb", "2026-02-11", "12.30",
+                       "2026-02-11T09:30:00Z", "1e5"]) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+_KINDS = st.sampled_from([ValueType(kind) for kind in (
+    "string", "text", "integer", "decimal", "date", "datetime", "bool", "string_list")]
+    + [COLOURS, COLOUR_LIST])
+
+
+@given(_KINDS, _STORED)
+def test_from_json_takes_and_refuses_exactly_what_coerce_does(vtype: ValueType,
+                                                              raw: Any) -> None:
+    """The quick path for values whose JSON form is their Python value changes nothing:
+    the same value (and type) back, or the same refusal."""
+    try:
+        expected = coerce(vtype, raw, max_length=10**9) if raw is not None else None
+    except ValueError as exc:
+        with pytest.raises(ValueError) as refused:
+            from_json(vtype, raw)
+        assert str(refused.value) == str(exc)
+    else:
+        got = from_json(vtype, raw)
+        assert got == expected and type(got) is type(expected)
 
 
 def test_from_json_of_null_is_none() -> None:
