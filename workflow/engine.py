@@ -89,12 +89,6 @@ class _Move:
 
 # Hot-path statements built once; executed with parameters they compile once and are
 # found in the compiled cache (``.values(**kw)`` per call builds a new statement each time).
-#: the complaint row with its timer runs (``sla.timer_runs``), per dialect
-_SELECT_FOR_FIRE = {
-    dialect: sa.select(C, sla.timer_runs_column(dialect))
-    .where(C.c.number == sa.bindparam("b_number"))
-    for dialect in ("postgresql", "sqlite")
-}
 #: SET columns come from the execution parameters; b_id / b_version select the row
 _UPDATE_COMPLAINT = sa.update(C).where(C.c.id == sa.bindparam("b_id"),
                                        C.c.version == sa.bindparam("b_version"))
@@ -138,14 +132,21 @@ _SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E
 # COMMIT in one pipeline (one round trip). None needs another's result, so none waits.
 #: the names of a complaint row's values for a fire (every column, then its timer runs)
 _FIRE_ROW = (*(c.name for c in C.c), "timer_runs")
-#: the complaint row with its timer runs, as ``_SELECT_FOR_FIRE`` (timestamps to be made UTC)
-_PG_SELECT_FOR_FIRE = (
-    f'SELECT {", ".join(_FIRE_ROW[:-1])}, '
-    "(SELECT coalesce(json_agg(json_build_array(t.id, t.timer, t.run, t.status, t.ledger, "
-    "t.breached_at IS NOT NULL))::text, '[]') FROM timers t "
-    "WHERE t.complaint_id = complaints.id) AS timer_runs "
-    "FROM complaints WHERE number = %(number)s"
-)
+
+
+def _select_for_fire(aggregate: str, number: str) -> str:
+    """The complaint row with its timer runs as JSON text (``sla.timer_runs`` reads them),
+    given the dialect's JSON ``aggregate`` of ``{run}`` and its ``number`` placeholder."""
+    run = "t.id, t.timer, t.run, t.status, t.ledger, t.breached_at IS NOT NULL"
+    return (f'SELECT {", ".join(_FIRE_ROW[:-1])}, '
+            f"(SELECT coalesce({aggregate.format(run=run)}, '[]') FROM timers t "
+            "WHERE t.complaint_id = complaints.id) AS timer_runs "
+            f"FROM complaints WHERE number = {number}")
+
+
+#: timestamps to be made UTC
+_PG_SELECT_FOR_FIRE = _select_for_fire("json_agg(json_build_array({run}))::text",
+                                       "%(number)s")
 #: the complaint row under the version check; FAILS (and with it the transaction, so that
 #: nothing after it in the pipeline is applied) unless exactly one row was updated
 _PG_VERSION_MOVED = "complaintflow: version check failed"
@@ -164,14 +165,8 @@ _PG_MOVE = (
 )
 # SQLite, through the driver (sqlite3's named paramstyle): a fire's statements, run in its
 # BEGIN IMMEDIATE transaction (``Engine._fire_sqlite``).
-#: the complaint row with its timer runs, as ``_SELECT_FOR_FIRE`` (timestamps as text)
-_SQLITE_SELECT_FOR_FIRE = (
-    f'SELECT {", ".join(_FIRE_ROW[:-1])}, '
-    "(SELECT coalesce(json_group_array(json_array(t.id, t.timer, t.run, t.status, t.ledger, "
-    "t.breached_at IS NOT NULL)), '[]') FROM timers t "
-    "WHERE t.complaint_id = complaints.id) AS timer_runs "
-    "FROM complaints WHERE number = :number"
-)
+#: timestamps as text
+_SQLITE_SELECT_FOR_FIRE = _select_for_fire("json_group_array(json_array({run}))", ":number")
 #: the moved columns some index of the complaints table holds: SQLite rewrites an index
 #: entry for every column SET, changed or not (a WAL page per index at the commit), so a
 #: fire sets these only when they change
@@ -594,14 +589,6 @@ class Engine:
             event, complaint = done
         self.notify([CommittedEvent(event, complaint)])
         return self._masked(complaint, actor.roles)
-
-    @staticmethod
-    def _fire_row(conn: Connection, number: str) -> Any:
-        """The complaint row for a fire, with its timer runs."""
-        row = conn.execute(_SELECT_FOR_FIRE[conn.dialect.name], {"b_number": number}).first()
-        if row is None:
-            raise NotFound("complaint", number)
-        return row
 
     def _check_fire(self, conn: Connection, row: Any, actor: Actor,
                     expected_version: int | None) -> None:

@@ -21,7 +21,6 @@ from complaintflow.compiled import Compiled
 from complaintflow.states.conditions import Scope
 from complaintflow.storage import db
 from complaintflow.storage.hashing import iso
-from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import timers as T
 from complaintflow.timers import Due, Ledger, timer_payload
@@ -29,7 +28,7 @@ from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["CalendarLookup", "TimerChange", "TimerPlan", "TimerRun", "apply_plan", "on_event",
            "pg_statements", "plan_event", "replace_deadlines", "select_timer_runs", "summarise",
-           "timer_runs", "timer_runs_column"]
+           "timer_runs"]
 
 #: (calendar name, rule-set version) -> the calendar to count on
 CalendarLookup = Callable[[str | None, str], WorkingCalendar | None]
@@ -87,30 +86,14 @@ _INSERT_NEW_DEADLINES = {
 }
 
 
-def timer_runs_column(dialect: str) -> sa.ColumnElement[str]:
-    """A column for a SELECT of complaint rows: every timer run of the row as JSON text,
-    for ``timer_runs`` (saves ``on_event`` its own SELECT: one round trip per fire)."""
-    cells = (T.c.id, T.c.timer, T.c.run, T.c.status, T.c.ledger, T.c.breached_at.is_not(None))
-    aggregate: sa.ColumnElement[Any]
-    if dialect == "postgresql":
-        aggregate = sa.cast(sa.func.json_agg(sa.func.json_build_array(*cells)), sa.Text)
-    else:
-        aggregate = sa.func.json_group_array(sa.func.json_array(*cells))
-    return (
-        sa.select(sa.func.coalesce(aggregate, "[]"))
-        .where(T.c.complaint_id == C.c.id)
-        .scalar_subquery()
-        .label("timer_runs")
-    )
-
-
 def select_timer_runs(conn: Connection, complaint_id: int) -> Sequence[Any]:
     """The complaint's timer runs, selected (as ``timer_runs`` reads them from the row)."""
     return conn.execute(_SELECT_TIMERS, {"b_complaint": complaint_id}).all()
 
 
 def timer_runs(text: str) -> list[TimerRun]:
-    """The runs in a ``timer_runs_column`` value, in id order (as ``on_event`` reads them)."""
+    """The runs in a fire's ``timer_runs`` JSON text (each run an array: id, timer, run,
+    status, ledger, breached), in id order (as ``on_event`` reads them)."""
     return sorted((TimerRun(int(i), t, int(r), st, led, bool(b))
                    for i, t, r, st, led, b in json.loads(text)), key=lambda run: run.id)
 
