@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from complaintflow.actor import Actor
 from complaintflow.rules.model import AllOf, AnyOf, Compare, Condition, NotOf, OperandRef
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueType, coerce
+from complaintflow.storage.hashing import canonical, parse_canonical
 from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["Facts", "Scope", "compile_condition", "fields_read"]
@@ -47,15 +47,15 @@ class Facts:
 
     def to_text(self) -> str:
         """The summary as stored on the complaint row (``complaints.facts``)."""
-        return json.dumps({
+        return canonical({
             "last_actor": self.last_actor, "count": self.count, "last_seq": self.last_seq,
             "last_time": {k: v.astimezone(UTC).isoformat() for k, v in self.last_time.items()},
             "entered_seq": self.entered_seq, "through": self.through,
-        }, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        })
 
     @classmethod
     def from_text(cls, text: str) -> Facts:
-        raw = json.loads(text)
+        raw = parse_canonical(text)
         return cls(raw["last_actor"], raw["count"], raw["last_seq"],
                    {k: datetime.fromisoformat(v) for k, v in raw["last_time"].items()},
                    raw["entered_seq"], raw.get("through", 0))

@@ -7,15 +7,70 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["GENESIS", "canonical", "event_hash", "iso"]
+import orjson
+
+__all__ = ["GENESIS", "canonical", "event_hash", "iso", "parse_canonical"]
 
 GENESIS = "0" * 64
 
+_dumps, _loads, _SORTED = orjson.dumps, orjson.loads, orjson.OPT_SORT_KEYS
+
+
+def _plain(value: Any) -> bool:
+    """Made only of dicts with ``str`` keys, lists, tuples, ``str``, ``int``, ``bool`` and
+    None, each of exactly that type: the values orjson writes exactly as ``json.dumps``
+    below does (it writes floats, subclasses and non-text keys its own way)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            t = type(item)
+            if not (t is str or t is int or t is bool or item is None or _plain(item)):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            t = type(item)
+            if not (t is str or t is int or t is bool or item is None or _plain(item)):
+                return False
+        return True
+    return kind is str or kind is int or kind is bool or value is None
+
 
 def canonical(value: Any) -> str:
-    """One text per value: sorted keys, no spaces, UTF-8 kept as is."""
+    """One text per value: sorted keys, no spaces, UTF-8 kept as is (``json.dumps`` with
+    ``sort_keys``, compact separators, ``ensure_ascii=False``, ``allow_nan=False``).
+
+    Plain values (``_plain``) go through orjson, about 6 times faster and, for them, the
+    same text byte for byte (a Hypothesis test pins it); anything else, or what orjson
+    refuses (an integer beyond 64 bits, a lone surrogate), goes to ``json.dumps``."""
+    if _plain(value):
+        try:
+            return _dumps(value, option=_SORTED).decode()
+        except orjson.JSONEncodeError:
+            pass
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
+
+
+def parse_canonical(text: Any) -> Any:
+    """``json.loads(text)``, through orjson when that gives the same result.
+
+    orjson parses about 3 times faster, but it is not a drop-in: it turns integers beyond
+    64 bits into floats and refuses ``NaN``, ``Infinity`` and lone surrogates, which
+    ``json.loads`` accepts. So its result is taken only when orjson writes it back as
+    exactly the given text (``canonical`` text, which orjson reproduces byte for byte): a
+    float made from an integer literal, or a dropped duplicate key, would be written
+    differently. Anything else goes to ``json.loads``."""
+    if type(text) is str:
+        try:
+            value = _loads(text)
+            if _dumps(value) == text.encode():
+                return value
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, UnicodeEncodeError):
+            pass
+    return json.loads(text)
 
 
 def iso(moment: datetime) -> str:

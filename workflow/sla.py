@@ -7,12 +7,12 @@ their pending deadlines always commit together.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -93,9 +93,12 @@ def select_timer_runs(conn: Connection, complaint_id: int) -> Sequence[Any]:
 
 def timer_runs(text: str) -> list[TimerRun]:
     """The runs in a fire's ``timer_runs`` JSON text (each run an array: id, timer, run,
-    status, ledger, breached), in id order (as ``on_event`` reads them)."""
+    status, ledger, breached), in id order (as ``on_event`` reads them). Parsed by orjson:
+    the database built this text from row ids, names, stored text and flags, with no
+    floats, no integers beyond 64 bits and no lone surrogates, nothing orjson parses
+    differently from ``json.loads``."""
     return sorted((TimerRun(int(i), t, int(r), st, led, bool(b))
-                   for i, t, r, st, led, b in json.loads(text)), key=lambda run: run.id)
+                   for i, t, r, st, led, b in orjson.loads(text)), key=lambda run: run.id)
 
 
 def replace_deadlines(
@@ -285,6 +288,12 @@ def _deadline_records(due: Due, **key: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _rows_text(rows: list[dict[str, Any]]) -> str:
+    """Rows for ``json_to_recordset``: names, integers, ISO text and flags, which orjson
+    writes several times faster than ``json.dumps``, to the same JSON values."""
+    return orjson.dumps(rows).decode()
+
+
 def pg_statements(plan: TimerPlan, complaint_id: int,
                   now: datetime) -> list[tuple[str, dict[str, Any]]]:
     """``plan``'s writes for PostgreSQL as (SQL text, parameters) in psycopg's paramstyle,
@@ -299,7 +308,7 @@ def pg_statements(plan: TimerPlan, complaint_id: int,
         rows = _deadline_records(due)
         if rows:
             out.append((_PG_INSERT_NEW_DEADLINES, {"id": row_id, "complaint": complaint_id,
-                                                   "rows": json.dumps(rows)}))
+                                                   "rows": _rows_text(rows)}))
     if plan.stopped:
         stopping = {"complaint": complaint_id, "ids": plan.stopped, "now": now}
         out.append((_PG_DELETE_PENDING_OF, stopping))
@@ -307,11 +316,11 @@ def pg_statements(plan: TimerPlan, complaint_id: int,
     if plan.started:
         out.append((_PG_START, {
             "complaint": complaint_id,
-            "rows": json.dumps([
+            "rows": _rows_text([
                 {"timer": timer, "run": run, "status": status, "ledger": ledger,
                  "due_at": _iso_or_none(due.breach), "provisional": due.provisional}
                 for timer, run, status, ledger, due in plan.started]),
-            "deadlines": json.dumps([
+            "deadlines": _rows_text([
                 r for timer, run, _status, _ledger, due in plan.started
                 for r in _deadline_records(due, timer=timer, run=run)]),
         }))

@@ -20,7 +20,6 @@ Derivation (documented conventions):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,7 +30,7 @@ from complaintflow.rules.model import TimerDef
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.timing import calendar_minutes, duration_of
 from complaintflow.states.conditions import Predicate, Scope, compile_condition, fields_read
-from complaintflow.storage.hashing import iso
+from complaintflow.storage.hashing import canonical, iso, parse_canonical
 from complaintflow.worktime import WorkingCalendar, WorkResult
 
 __all__ = ["CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso"]
@@ -87,15 +86,15 @@ class Ledger:
         return self.amount + sum(int(e["amount"]) for e in self.extensions)
 
     def to_text(self) -> str:
-        return json.dumps({
+        return canonical({
             "started_at": iso(self.started_at), "unit": self.unit, "amount": self.amount,
             "calendar": self.calendar, "calendar_version": self.calendar_version,
             "pauses": self.pauses, "extensions": self.extensions,
-        }, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        })
 
     @classmethod
     def from_text(cls, text: str) -> Ledger:
-        raw = json.loads(text)
+        raw = parse_canonical(text)
         return cls(parse_iso(raw["started_at"]), raw["unit"], int(raw["amount"]),
                    raw["calendar"], raw["calendar_version"], raw["pauses"], raw["extensions"])
 

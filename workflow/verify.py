@@ -21,12 +21,11 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from complaintflow.states.conditions import Facts
-from complaintflow.storage.hashing import GENESIS, canonical, iso
+from complaintflow.storage.hashing import GENESIS, canonical, iso, parse_canonical
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import number_sequences as N
@@ -149,30 +148,6 @@ def fold_fields(fields: dict[str, Any], payload: dict[str, Any] | Any) -> dict[s
 # -- reading events cheaply ---------------------------------------------------------------------
 
 
-_orjson_loads = orjson.loads
-_orjson_dumps = orjson.dumps
-
-
-def parse_payload(text: Any) -> Any:
-    """``json.loads(text)``, through orjson when that gives the same result.
-
-    orjson parses these payloads about 2.5x faster, but it is not a drop-in: it turns
-    integers beyond 64 bits into floats and refuses ``NaN``, ``Infinity`` and lone
-    surrogates, which ``json.loads`` accepts. So its result is taken only when orjson writes
-    it back as exactly the stored text (the engine stores ``canonical`` JSON, which orjson
-    reproduces byte for byte): a float made from an integer literal, or a dropped duplicate
-    key, would be written differently. Anything else goes to ``json.loads``. The hash is
-    never computed from the parsed value, only from the stored text."""
-    if type(text) is str:
-        try:
-            value = _orjson_loads(text)
-            if _orjson_dumps(value) == text.encode():
-                return value
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError, UnicodeEncodeError):
-            pass
-    return json.loads(text)
-
-
 _SQLITE_INSTANT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
 _PG_INSTANT = "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 _COLUMNS = ("complaint_id, seq, type, trigger, from_state, to_state, actor_id, actor_roles, "
@@ -210,7 +185,8 @@ class _EventReader:
         cursor: Any = self._conn.connection.cursor()
         try:
             cursor.execute(self._sql, (first_id, last_id))
-            loads = parse_payload
+            # the hash is never computed from the parsed value, only from the stored text
+            loads = parse_canonical
             sqlite = self._sqlite
             fast = _SQLITE_INSTANT.fullmatch
             current = -1

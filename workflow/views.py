@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -10,6 +9,7 @@ from typing import Any
 
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import from_json, to_json
+from complaintflow.storage.hashing import parse_canonical
 
 __all__ = ["Complaint", "FieldCodec", "HistoryEvent", "Page", "TimerView", "mask_value"]
 
@@ -159,7 +159,7 @@ class FieldCodec:
     _types: dict[str, Any] = field(default_factory=dict)
 
     def decode(self, stored: str | Mapping[str, Any]) -> dict[str, Any]:
-        raw = json.loads(stored) if isinstance(stored, str) else stored
+        raw = parse_canonical(stored) if isinstance(stored, str) else stored
         types = self.rules.subject_types
         out: dict[str, Any] = {}
         for name, value in raw.items():

@@ -1,4 +1,5 @@
-"""verify.parse_payload: orjson's speed, the standard parser's result, always."""
+"""hashing.parse_canonical and canonical: orjson's speed, the standard library's result,
+always."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from complaintflow.storage.hashing import canonical
-from complaintflow.verify import parse_payload
+from complaintflow.storage.hashing import canonical, parse_canonical
 
 scalars = (st.none() | st.booleans() | st.text() | st.floats(allow_nan=False, allow_infinity=False)
            | st.integers() | st.integers(min_value=-(2**80), max_value=2**80))
@@ -27,7 +27,7 @@ def same(a: Any, b: Any) -> bool:
 @given(values)
 def test_canonical_text_parses_as_json_loads(value: Any) -> None:
     text = canonical(value)
-    assert same(parse_payload(text), json.loads(text))
+    assert same(parse_canonical(text), json.loads(text))
 
 
 @pytest.mark.parametrize("text", [
@@ -46,7 +46,7 @@ def test_canonical_text_parses_as_json_loads(value: Any) -> None:
     '[]',
 ])
 def test_what_orjson_parses_differently_goes_to_json_loads(text: str) -> None:
-    assert same(parse_payload(text), json.loads(text))
+    assert same(parse_canonical(text), json.loads(text))
 
 
 @pytest.mark.parametrize("text", ['{"a":1}x', "", "{", '{"a":"\x01"}', "\ufeff{}"])
@@ -54,10 +54,65 @@ def test_invalid_text_raises_as_json_loads_does(text: str) -> None:
     with pytest.raises(ValueError):
         json.loads(text)
     with pytest.raises(ValueError):
-        parse_payload(text)
+        parse_canonical(text)
 
 
 def test_non_text_is_json_loads_business() -> None:
     with pytest.raises(TypeError):
-        parse_payload(None)
-    assert parse_payload(b'{"a":1}') == {"a": 1}
+        parse_canonical(None)
+    assert parse_canonical(b'{"a":1}') == {"a": 1}
+
+
+def reference(value: Any) -> str:
+    """What ``canonical`` has always written: the standard library's serialiser."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+# keys and text anywhere in Unicode (lone surrogates included), integers across and beyond
+# the 64-bit range orjson handles, floats and subclasses that must take the slow path
+texts = st.text(alphabet=st.characters(exclude_categories=()), max_size=12)
+plain_scalars = (st.none() | st.booleans() | texts | st.integers()
+                 | st.integers(min_value=-(2**65), max_value=2**65))
+plain = st.recursive(plain_scalars, lambda inner: st.lists(inner, max_size=4)
+                     | st.tuples(inner, inner)
+                     | st.dictionaries(texts, inner, max_size=5), max_leaves=25)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(plain)
+def test_canonical_writes_what_json_dumps_writes(value: Any) -> None:
+    assert canonical(value) == reference(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_canonical_with_floats_and_other_keys_is_still_json_dumps(value: Any) -> None:
+    assert canonical(value) == reference(value)
+
+
+class Flag(int):
+    pass
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    {"a": 1.0, "b": [1e16, 1e-5, 0.1]},  # orjson writes 1e16, json.dumps 1e+16
+    {1: "int key", 2: "b"},  # json.dumps turns the keys into text; orjson refuses
+    {"big": 2**64, "small": -(2**63) - 1},  # beyond orjson's integers
+    {"s": "\ud800"},  # a lone surrogate
+    {"flag": Flag(3), "name": Name("x")},  # subclasses
+    {"é": 1, "e": 2, "中": 3, "\U0001f600": 4, "ｚ": 5},  # sorted by code point
+    ["\x00\x1f\x7f\u2028\u2029\ufeff\"\\/"],  # escapes
+])
+def test_canonical_edge_cases_are_json_dumps(value: Any) -> None:
+    assert canonical(value) == reference(value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), {"a": float("inf")}, [float("-inf")]])
+def test_canonical_refuses_nan_and_infinity(value: Any) -> None:
+    with pytest.raises(ValueError):
+        canonical(value)
