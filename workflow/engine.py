@@ -44,7 +44,7 @@ from complaintflow.rules.values import ValueProblem, check_field, to_json
 from complaintflow.states.conditions import Facts
 from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
-from complaintflow.storage.hashing import GENESIS, canonical, event_hash
+from complaintflow.storage.hashing import GENESIS, canonical, event_hash, parse_canonical
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import events as E
@@ -257,6 +257,10 @@ def upcast(payload: dict[str, Any], schema_version: int) -> dict[str, Any]:
                                          f"event schema {schema_version} is newer than this "
                                          f"release ({EVENT_SCHEMA_VERSION})")], context="event")
     return payload
+
+
+#: field values whose JSON form is the value itself
+_AS_STORED = frozenset((str, int, bool))
 
 
 def _index_value(values: Mapping[str, Any], name: str | None) -> str | None:
@@ -702,13 +706,19 @@ class Engine:
         step, the timer plan, the event and the new row values (reads only)."""
         number = row.number
         compiled = self.compiled(conn, row.ruleset)
-        before = compiled.codec.decode(row.fields)
+        raw = parse_canonical(row.fields)
+        before = compiled.codec.decode(raw)
         facts = self.facts_of(conn, row)
         builtins = compiled.builtins(number, row.received_at)
         step = compiled.machine.step(number, row.state, trigger, actor, before, builtins, facts,
                                      data, row.severity_floor, now)
         applied = {k: to_json(step.fields.get(k)) for k in data}
-        stored = {k: to_json(v) for k, v in step.fields.items() if v is not None}
+        # every field's stored form: what the data set, else the stored JSON itself where
+        # decoding passed it through unchanged (text, integers, booleans, enums; to_json
+        # gives them back as they are), else to_json of the decoded value
+        stored = {k: v if v is raw.get(k) and type(v) in _AS_STORED else to_json(v)
+                  for k, v in step.fields.items() if v is not None and k not in data}
+        stored.update((k, v) for k, v in applied.items() if v is not None)
         rules = compiled.rules
         department = _index_value(step.fields, rules.definition.department_field)
         handler = _index_value(step.fields, rules.definition.handler_field)
