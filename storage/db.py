@@ -122,9 +122,15 @@ def write(engine: Engine, number: str | None = None) -> Iterator[Connection]:
 def autocommit(engine: Engine, number: str | None = None) -> Iterator[Connection]:
     """A connection in autocommit: every statement is its own transaction (PostgreSQL: no
     BEGIN and no COMMIT round trips). For a write that is ONE statement, after reads
-    whose outcome that statement re-checks (an optimistic version check)."""
-    with translate_errors(number), engine.connect() as base:
-        yield base.execution_options(isolation_level="AUTOCOMMIT")
+    whose outcome that statement re-checks (an optimistic version check). ``engine`` is
+    made with ``connect(url, isolation_level="AUTOCOMMIT")``: its connections stay in
+    autocommit, so none is switched and switched back per use."""
+    with translate_errors(number), engine.connect() as conn:
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        if not dbapi_connection.autocommit:
+            raise StorageError("db.autocommit needs an engine made with "
+                               "connect(url, isolation_level='AUTOCOMMIT')")
+        yield conn
 
 
 def fetch_one(conn: Connection, statement: str, params: Any) -> tuple[Any, ...] | None:

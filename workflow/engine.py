@@ -274,6 +274,11 @@ class Engine:
 
     def __init__(self, sa_engine: SAEngine, rules: RuleSet, clock: Clock) -> None:
         self._db = sa_engine
+        #: PostgreSQL: a pool of its own whose connections stay in autocommit, for fires
+        #: (``_fire_autocommit``): switching a pooled connection to autocommit and back on
+        #: every fire cost about 23 us of CPU (measured; ``docs/benchmarks.md``)
+        self._autocommit_db = (db.connect(sa_engine.url, isolation_level="AUTOCOMMIT")
+                               if sa_engine.dialect.name == "postgresql" else None)
         self.rules = rules
         self._clock = clock
         self._versions: dict[str, Compiled] = {rules.version: Compiled.build(rules)}
@@ -321,6 +326,8 @@ class Engine:
 
     def close(self) -> None:
         self._db.dispose()
+        if self._autocommit_db is not None:
+            self._autocommit_db.dispose()
 
     def __enter__(self) -> Engine:
         return self
@@ -610,7 +617,8 @@ class Engine:
         BEGIN/COMMIT. A version that moved in between raises ``ConcurrentUpdate`` and
         stores nothing, as a lost race inside one transaction would. A replayed
         idempotency key returns the first call's result (a Complaint)."""
-        with db.autocommit(self._db, number) as conn:
+        assert self._autocommit_db is not None
+        with db.autocommit(self._autocommit_db, number) as conn:
             found = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})
             if found is None:
                 raise NotFound("complaint", number)

@@ -212,15 +212,39 @@ def test_a_fire_on_postgresql_takes_two_round_trips(
         monkeypatch.setattr(db, "execute_pipeline",
                             lambda c, s: sent.append(f"pipeline of {len(s)}")
                             or execute_pipeline(c, s))
-        sa.event.listen(engine.database, "before_cursor_execute",
-                        lambda *_: sent.append("sqlalchemy"))
-        sa.event.listen(engine.database, "commit", lambda *_: sent.append("commit"))
+        for pool in (engine.database, engine._autocommit_db):  # fires use the second
+            sa.event.listen(pool, "before_cursor_execute", lambda *_: sent.append("sqlalchemy"))
+            sa.event.listen(pool, "commit", lambda *_: sent.append("commit"))
         clock.advance(timedelta(minutes=10))
         engine.fire(number, "record", CS, {"readback_confirmed": True})
         # the row update with its event, the stopped clocks (deadlines, then the clocks)
         assert sent == ["read", "pipeline of 3"]
     finally:
         engine.close()
+
+
+@pytest.mark.postgres
+def test_fires_on_postgresql_have_a_pool_that_stays_in_autocommit(
+    pg_url: str, clock: SimulatedClock
+) -> None:
+    """Fires take connections from a pool of their own, always in autocommit; the main
+    pool's connections stay in transactions, and ``db.autocommit`` refuses them."""
+    engine = Engine.open(pg_url, clock=clock)
+    try:
+        number = engine.submit(complaint_fields(), CS).number
+        engine.fire(number, "record", CS, {"readback_confirmed": True})
+        assert engine._autocommit_db is not None
+        with engine._autocommit_db.connect() as conn:
+            assert conn.connection.dbapi_connection.autocommit  # type: ignore[union-attr]
+        with engine.database.connect() as conn:
+            assert not conn.connection.dbapi_connection.autocommit  # type: ignore[union-attr]
+        with pytest.raises(StorageError, match="isolation_level='AUTOCOMMIT'"), \
+                db.autocommit(engine.database):
+            pass  # pragma: no cover - refused on entry
+        assert engine.get(number).state == "recorded"
+    finally:
+        engine.close()
+    assert engine._autocommit_db.pool.checkedout() == 0
 
 
 def _traced(engine: Engine) -> list[str]:
