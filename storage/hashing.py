@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["GENESIS", "canonical", "event_hash", "iso", "parse_canonical"]
+__all__ = ["GENESIS", "canonical", "canonical_bytes", "event_hash", "iso", "parse_canonical"]
 
 GENESIS = "0" * 64
 
@@ -36,6 +36,17 @@ def _plain(value: Any) -> bool:
                 return False
         return True
     return kind is str or kind is int or kind is bool or value is None
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """``canonical(value)`` as UTF-8 (what the hashes cover), without a decode and re-encode
+    on the fast path."""
+    if _plain(value):
+        try:
+            return _dumps(value, option=_SORTED)
+        except orjson.JSONEncodeError:
+            pass
+    return canonical(value).encode("utf-8")
 
 
 def canonical(value: Any) -> str:
@@ -95,8 +106,7 @@ def event_hash(
     prev_hash: str,
 ) -> str:
     """The hash of one event: every stored column but the row id and the hash itself."""
-    body = canonical([
+    return hashlib.sha256(canonical_bytes((
         number, seq, type, trigger, from_state, to_state, actor_id, actor_roles,
         actor_department, iso(occurred_at), payload, ruleset, schema_version, prev_hash,
-    ])
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+    ))).hexdigest()

@@ -18,14 +18,13 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from complaintflow.states.conditions import Facts
-from complaintflow.storage.hashing import GENESIS, canonical, iso, parse_canonical
+from complaintflow.storage.hashing import GENESIS, canonical, canonical_bytes, iso, parse_canonical
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import number_sequences as N
@@ -216,33 +215,13 @@ class _EventReader:
             cursor.close()
 
 
-def _scalar(value: Any) -> str:
-    """``canonical`` of one column value."""
-    if type(value) is str:
-        text: str = encode_basestring(value)
-        return text
-    if value is None:
-        return "null"
-    if type(value) is int:
-        return str(value)
-    return canonical(value)
-
-
 def stored_hash(number: str, ev: StoredEvent) -> str:
-    """``storage.hashing.event_hash`` of a stored event, built from the stored texts (the
-    same canonical body, without re-serialising a list)."""
-    enc = encode_basestring
-    trigger, from_state, department = ev.trigger, ev.from_state, ev.actor_department
-    seq, schema_version = ev.seq, ev.schema_version
-    body = (f"[{enc(number)},{seq if type(seq) is int else _scalar(seq)},{enc(ev.type)},"
-            f"{'null' if trigger is None else enc(trigger)},"
-            f"{'null' if from_state is None else enc(from_state)},{enc(ev.to_state)},"
-            f"{enc(ev.actor_id)},{enc(ev.actor_roles)},"
-            f"{'null' if department is None else enc(department)},{enc(ev.occurred_at)},"
-            f"{enc(ev.payload_text)},{enc(ev.ruleset)},"
-            f"{schema_version if type(schema_version) is int else _scalar(schema_version)},"
-            f"{enc(ev.prev_hash)}]")
-    return hashlib.sha256(body.encode()).hexdigest()
+    """``storage.hashing.event_hash`` of a stored event, from the stored texts as they are
+    (the instant as the ISO text the hash covers; nothing re-serialised but the list)."""
+    return hashlib.sha256(canonical_bytes((
+        number, ev.seq, ev.type, ev.trigger, ev.from_state, ev.to_state, ev.actor_id,
+        ev.actor_roles, ev.actor_department, ev.occurred_at, ev.payload_text, ev.ruleset,
+        ev.schema_version, ev.prev_hash))).hexdigest()
 
 
 # -- one complaint --------------------------------------------------------------------------

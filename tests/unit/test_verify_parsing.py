@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from complaintflow.storage.hashing import canonical, parse_canonical
+from complaintflow.storage.hashing import canonical, canonical_bytes, parse_canonical
 
 scalars = (st.none() | st.booleans() | st.text() | st.floats(allow_nan=False, allow_infinity=False)
            | st.integers() | st.integers(min_value=-(2**80), max_value=2**80))
@@ -83,6 +83,13 @@ plain = st.recursive(plain_scalars, lambda inner: st.lists(inner, max_size=4)
 @given(plain)
 def test_canonical_writes_what_json_dumps_writes(value: Any) -> None:
     assert canonical(value) == reference(value)
+    try:
+        expected = reference(value).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form: refused as before
+        with pytest.raises(UnicodeEncodeError):
+            canonical_bytes(value)
+    else:
+        assert canonical_bytes(value) == expected
 
 
 @settings(max_examples=300, deadline=None)
