@@ -176,6 +176,13 @@ _INDEXED_MOVED = frozenset(
     or any(name in c.columns for c in C.constraints if isinstance(c, sa.UniqueConstraint)))
 
 
+def _changed(moved: Mapping[str, Any], row: Any) -> dict[str, Any]:
+    """SQLite: the moved columns to SET, without the indexed ones whose value stays (the
+    UPDATE's SET list follows the parameters' keys)."""
+    return {name: value for name, value in moved.items()
+            if name not in _INDEXED_MOVED or value != getattr(row, name)}
+
+
 @functools.cache
 def _sqlite_move(columns: tuple[str, ...]) -> str:
     """The complaint row's UPDATE of ``columns`` under the version check (the rowcount
@@ -669,8 +676,7 @@ class Engine:
             self._check_fire(conn, row, actor, expected_version)
             move = self._prepare(conn, row, trigger, actor, data, now, comment)
             at = stored(now)
-            moved = {name: value for name, value in move.moved.items()
-                     if name not in _INDEXED_MOVED or value != getattr(row, name)}
+            moved = _changed(move.moved, row)
             moved["updated_at"] = at
             cursor.execute(_sqlite_move(tuple(moved)),
                            {"b_id": row.id, "b_version": row.version, **moved})
@@ -701,7 +707,7 @@ class Engine:
         else:
             updated = conn.execute(_UPDATE_COMPLAINT, {"b_id": row.id,
                                                        "b_version": row.version,
-                                                       **move.moved}).rowcount
+                                                       **_changed(move.moved, row)}).rowcount
             if updated == 1:
                 conn.execute(_INSERT_EVENT, move.event_row)
         if updated != 1:

@@ -8,6 +8,7 @@ leaves the connection usable, however often it happens."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -314,6 +315,36 @@ def test_a_fire_on_sqlite_sets_indexed_columns_only_when_they_change(
         move = _update_of_complaint(ran[ran.index("COMMIT") + 1:])
         assert "state =" in move and "department =" not in move, move
         assert engine.get(number, QA).department == before.department
+        assert engine.verify(deep=True).ok
+    finally:
+        engine.close()
+
+
+def test_a_transition_on_sqlite_sets_indexed_columns_only_when_they_change(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """The same on the scheduler's path (``transition`` in a caller's transaction, through
+    SQLAlchemy)."""
+    engine = Engine.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock)
+    try:
+        number = engine.submit(complaint_fields(), CS).number
+        for trigger, actor, data in (("record", CS, {"readback_confirmed": True}),
+                                     ("confirm", CS, ASSIGN), ("submit_report", QA, REPORT)):
+            _in_a_transaction(engine, number, trigger, actor, data)
+        ran = _traced(engine)
+        _in_a_transaction(engine, number, "propose_plan", QA,
+                          {"disposal_plan": "更换电机", "disposal_measures": ["replace"]})
+        # SQLAlchemy's statement, as the driver traced it with its values filled in
+        columns = re.compile(r"(?:SET |, )(\w+)=")
+        loop = set(columns.findall(_update_of_complaint(ran)))
+        assert {"version", "fields", "head_hash", "facts"} <= loop, loop
+        assert not loop & {"state", "department", "handler", "severity"}, loop
+        ran.clear()
+        _in_a_transaction(engine, number, "approve_plan", GM, {})
+        _in_a_transaction(engine, number, "resolve", AFTER, {"disposal_result": "已更换"})
+        move = set(columns.findall(_update_of_complaint(ran[ran.index("COMMIT") + 1:])))
+        assert "state" in move and "department" not in move, move
+        assert engine.get(number, QA).state == "resolved"
         assert engine.verify(deep=True).ok
     finally:
         engine.close()
