@@ -13,6 +13,9 @@ For each backend, in one run and on the SAME database:
 * raw, engine-shaped: transactions of the shape a fire cannot avoid (SELECT the row, SELECT
   its history, INSERT an event, UPDATE the row under a version check) through the same bare
   driver: what the storage allows with no Python logic and no SQLAlchemy;
+* server CPU (PostgreSQL on this machine): the CPU the server processes behind the
+  engine's connections used over the engine run, per fire, and the raw connection's, per
+  commit, read from ``/proc``: a fire's client and server work run one after the other;
 * SQLAlchemy floor: the three statements every fire issues (SELECT the row, UPDATE it under
   the version check, INSERT the event) through SQLAlchemy Core on the engine's own pool, with
   no engine logic: what the storage layer the engine is built on allows.
@@ -32,6 +35,7 @@ import cProfile
 import importlib
 import inspect
 import io
+import os
 import pstats
 import shutil
 import sqlite3
@@ -139,10 +143,32 @@ class Raw:
     rows: int
     seconds: float
     cpu_seconds: float
+    #: CPU of the PostgreSQL backend serving the connection (None: SQLite, or a server
+    #: whose processes this machine cannot see)
+    server_cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
         return self.rows / self.seconds
+
+
+def backend_cpu(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) the PostgreSQL backends ``pids`` have used so far, from
+    ``/proc`` (the server must run on this machine, readable by this user); None if any
+    cannot be read."""
+    total = 0
+    try:
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(stat[11]) + int(stat[12])  # utime, stime (fields 14 and 15)
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(before: float | None, pids: list[int]) -> float | None:
+    after = backend_cpu(pids)
+    return None if before is None or after is None else after - before
 
 
 def _raw_loop(insert: Callable[[int], None], seconds: float, min_rows: int) -> Raw:
@@ -290,6 +316,7 @@ def raw_postgresql(url: str, seconds: float, min_rows: int, shape: bool = False)
     )
     try:
         execute = conn.execute
+        pids = [conn.info.backend_pid]
         if shape:
             _postgresql_shape_tables(conn)
 
@@ -329,7 +356,10 @@ def raw_postgresql(url: str, seconds: float, min_rows: int, shape: bool = False)
                         (version + 1, "confirmed", RAW_PAYLOAD, RAW_HASH, cid, version),
                     )
 
-            return _raw_loop(transaction, seconds, min_rows)
+            server = backend_cpu(pids)
+            measured = _raw_loop(transaction, seconds, min_rows)
+            measured.server_cpu_seconds = _server_cpu(server, pids)
+            return measured
 
         execute(
             "CREATE TABLE IF NOT EXISTS bench_raw (id BIGSERIAL PRIMARY KEY, "
@@ -343,7 +373,10 @@ def raw_postgresql(url: str, seconds: float, min_rows: int, shape: bool = False)
                 (n, datetime.now(UTC), RAW_HASH, RAW_PAYLOAD),
             )
 
-        return _raw_loop(insert, seconds, min_rows)
+        server = backend_cpu(pids)
+        measured = _raw_loop(insert, seconds, min_rows)
+        measured.server_cpu_seconds = _server_cpu(server, pids)
+        return measured
     finally:
         conn.close()
 
@@ -454,6 +487,7 @@ class Result:
     fires: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    server_cpu_seconds: float | None = None
     latencies_ms: list[float] = field(default_factory=list)
     submit_rate: float = 0.0
     raw_before: Raw | None = None
@@ -487,6 +521,15 @@ class Result:
         assert self.raw_before is not None and self.raw_after is not None
         rows = self.raw_before.rows + self.raw_after.rows
         return (self.raw_before.cpu_seconds + self.raw_after.cpu_seconds) / rows * 1000
+
+    @property
+    def server_ms(self) -> str:
+        """PostgreSQL backend CPU per fire and per raw commit, or a dash."""
+        raws = [r for r in (self.raw_before, self.raw_after) if r is not None]
+        if self.server_cpu_seconds is None or any(r.server_cpu_seconds is None for r in raws):
+            return "–"
+        raw = sum(r.server_cpu_seconds or 0.0 for r in raws) / sum(r.rows for r in raws)
+        return f"{self.server_cpu_seconds / self.fires * 1000:.2f} / {raw * 1000:.3f}"
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -688,6 +731,19 @@ def profile_engine(
     return rows, text.getvalue()
 
 
+def _backend_pids(engine: Engine) -> list[int]:
+    """The server processes behind the engine's pooled connections: one per pool in this
+    single-threaded run (the pools hand the same connection back each time), so their CPU
+    over the run is the server's work for the fires."""
+    pids = []
+    for pool in engine.databases:
+        with pool.connect() as conn:
+            pids.append(int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()))
+        if pool.pool.checkedin() != 1:  # type: ignore[attr-defined]
+            raise RuntimeError("expected one pooled connection per pool")
+    return pids
+
+
 def run_backend(backend: str, args: argparse.Namespace, console: Console) -> Result:
     complaints = args.complaints
     fresh = fresh_sqlite(args.dir) if backend == "sqlite" else fresh_postgresql(args.pg_url)
@@ -705,11 +761,14 @@ def run_backend(backend: str, args: argparse.Namespace, console: Console) -> Res
             console.print(f"  raw inserts for {args.raw_seconds:g} s")
             result.raw_before = raw(args.raw_seconds, args.raw_min_rows)
             console.print(f"  firing {complaints * len(PLAN)} transitions")
+            pids = _backend_pids(engine) if backend == "postgresql" else []
+            server = backend_cpu(pids) if pids else None
             cpu = time.process_time()
             start = time.perf_counter()
             result.fires = fire_plan(engine, clock, numbers, result.latencies_ms)
             result.seconds = time.perf_counter() - start
             result.cpu_seconds = time.process_time() - cpu
+            result.server_cpu_seconds = _server_cpu(server, pids)
             console.print(f"  raw inserts for {args.raw_seconds:g} s")
             result.raw_after = raw(args.raw_seconds, args.raw_min_rows)
             console.print(f"  raw engine-shaped transactions for {args.raw_seconds:g} s")
@@ -744,6 +803,7 @@ def _row(r: Result) -> list[str]:
         f"{r.cpu_ms:.2f}",
         f"{r.raw_rate:,.0f} ({r.raw_before.rate:,.0f} / {r.raw_after.rate:,.0f})",
         f"{r.raw_cpu_ms:.3f}",
+        r.server_ms,
         f"{r.ratio:.1%}",
         f"{r.shape.rate:,.0f} ({r.shape.rate / r.raw_rate:.0%} of raw)" if r.shape else "–",
         f"{r.rate / r.shape.rate:.1%}" if r.shape else "–",
@@ -761,6 +821,7 @@ HEADERS = (
     "client CPU ms/fire",
     "raw commits/s (before / after)",
     "raw client CPU ms/commit",
+    "server CPU ms/fire / ms/raw commit",
     "engine ÷ raw",
     "raw engine-shaped txn/s",
     "engine ÷ shaped",
@@ -800,7 +861,8 @@ def markdown(results: list[Result], args: argparse.Namespace) -> str:
         f"({len(PLAN)} fires per complaint; raw rate = mean of {args.raw_seconds:g} s before "
         f"and {args.raw_seconds:g} s after the engine run, same database; raw engine-shaped "
         f"= {SHAPE_DOC}, {args.raw_seconds:g} s; SQLAlchemy floor = {FLOOR_DOC}, "
-        f"{args.raw_seconds:g} s). Code: {code_identity()}.",
+        f"{args.raw_seconds:g} s; server CPU = PostgreSQL backend CPU from /proc, per fire "
+        f"over the engine run and per raw commit). Code: {code_identity()}.",
         "",
         "| " + " | ".join(HEADERS) + " | submit/s | load avg before → after |",
         "|---|" + "--:|" * (len(HEADERS) - 2) + ":-:|--:|---|",

@@ -352,6 +352,12 @@ class Engine:
         return self._db
 
     @property
+    def databases(self) -> tuple[SAEngine, ...]:
+        """Every SQLAlchemy engine (connection pool) this engine holds: ``database``, and on
+        PostgreSQL the autocommit pool fires use (for tools watching or sizing pools)."""
+        return (self._db,) if self._autocommit_db is None else (self._db, self._autocommit_db)
+
+    @property
     def zone(self) -> ZoneInfo:
         """The zone times are shown in."""
         return self._zone

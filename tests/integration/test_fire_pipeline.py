@@ -213,7 +213,7 @@ def test_a_fire_on_postgresql_takes_two_round_trips(
         monkeypatch.setattr(db, "execute_pipeline",
                             lambda c, s: sent.append(f"pipeline of {len(s)}")
                             or execute_pipeline(c, s))
-        for pool in (engine.database, engine._autocommit_db):  # fires use the second
+        for pool in engine.databases:  # fires use the second
             sa.event.listen(pool, "before_cursor_execute", lambda *_: sent.append("sqlalchemy"))
             sa.event.listen(pool, "commit", lambda *_: sent.append("commit"))
         clock.advance(timedelta(minutes=10))
@@ -234,8 +234,9 @@ def test_fires_on_postgresql_have_a_pool_that_stays_in_autocommit(
     try:
         number = engine.submit(complaint_fields(), CS).number
         engine.fire(number, "record", CS, {"readback_confirmed": True})
-        assert engine._autocommit_db is not None
-        with engine._autocommit_db.connect() as conn:
+        main, fires = engine.databases
+        assert main is engine.database
+        with fires.connect() as conn:
             assert conn.connection.dbapi_connection.autocommit  # type: ignore[union-attr]
         with engine.database.connect() as conn:
             assert not conn.connection.dbapi_connection.autocommit  # type: ignore[union-attr]
@@ -245,7 +246,7 @@ def test_fires_on_postgresql_have_a_pool_that_stays_in_autocommit(
         assert engine.get(number).state == "recorded"
     finally:
         engine.close()
-    assert engine._autocommit_db.pool.checkedout() == 0
+    assert fires.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 def _traced(engine: Engine) -> list[str]:
