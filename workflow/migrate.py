@@ -256,8 +256,12 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
                       if k not in item.dropped_fields}
             scope = _scope(dest, row, item.target_state, stored)
             changes: dict[str, list[dict[str, Any]]] = {}
+            # in id order, as the engine reads a complaint's runs (``sla.timer_runs``): the
+            # payload lists them in this order, and without ORDER BY it would follow whichever
+            # index the planner takes (it changed when migration 0004 dropped one)
             for t in conn.execute(sa.select(T).where(T.c.complaint_id == row.id,
-                                                     T.c.status != "stopped")).all():
+                                                     T.c.status != "stopped")
+                                  .order_by(T.c.id)).all():
                 ctimer = dest.timers.by_id.get(t.timer)
                 if ctimer is None:
                     conn.execute(sa.update(T).where(T.c.id == t.id)

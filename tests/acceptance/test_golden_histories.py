@@ -220,3 +220,28 @@ def test_the_comparison_notices_a_changed_history(golden: dict[str, Any]) -> Non
     last = events[-1]
     altered = replace(last, payload={**last.payload, "severity": "other"})
     assert replayed_json(golden, None, [*events[:-1], altered]) != want
+
+
+def _make_golden() -> Any:
+    """tests/golden/make_golden.py, loaded as a module (it is a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_the_engine_writes_the_golden_histories_again(name: str) -> None:
+    """Run through the real engine again, every scenario writes its golden file byte for
+    byte: a change that alters what the engine writes (a payload's order, a hash's body, a
+    due time) fails here, not only one that alters what replay reads. This caught the
+    migration payload listing clocks in whatever order an index gave them."""
+    maker = _make_golden()
+    start, scenario, punctual = maker.SCENARIOS[name]
+    text = maker.render(maker.generate(name, start, scenario, punctual))
+    assert text == (GOLDEN / f"{name}.json").read_text(encoding="utf-8"), (
+        f"{name}: the engine no longer writes this history; if intended, regenerate with "
+        "python tests/golden/make_golden.py and review the diff")
