@@ -246,15 +246,10 @@ def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: dateti
 # out in one pipeline.
 _PG_RECORDS = "json_to_recordset(%(rows)s::json)"
 #: (two statements, not one with a CTE: PostgreSQL then plans neither anew on each use)
+_PG_STOP = "UPDATE timers SET status = 'stopped', stopped_at = %(now)s WHERE id = ANY(%(ids)s)"
 _PG_DELETE_PENDING_OF = (
     "DELETE FROM deadlines WHERE complaint_id = %(complaint)s AND timer_id = ANY(%(ids)s) "
     "AND fired_at IS NULL AND due_at > %(now)s"
-)
-#: the runs stopped and their future pending deadlines gone, one statement (a
-#: data-modifying CTE runs whether or not the statement reads it)
-_PG_STOP = (
-    f"WITH gone AS ({_PG_DELETE_PENDING_OF}) "
-    "UPDATE timers SET status = 'stopped', stopped_at = %(now)s WHERE id = ANY(%(ids)s)"
 )
 _PG_UPDATE_TIMER = (
     "UPDATE timers SET status = %(status)s, ledger = %(ledger)s, due_at = %(due_at)s, "
@@ -316,6 +311,7 @@ def pg_statements(plan: TimerPlan, complaint_id: int,
                                                    "rows": _rows_text(rows)}))
     if plan.stopped:
         stopping = {"complaint": complaint_id, "ids": plan.stopped, "now": now}
+        out.append((_PG_DELETE_PENDING_OF, stopping))
         out.append((_PG_STOP, stopping))
     if plan.started:
         out.append((_PG_START, {

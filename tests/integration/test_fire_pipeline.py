@@ -218,8 +218,8 @@ def test_a_fire_on_postgresql_takes_two_round_trips(
             sa.event.listen(pool, "commit", lambda *_: sent.append("commit"))
         clock.advance(timedelta(minutes=10))
         engine.fire(number, "record", CS, {"readback_confirmed": True})
-        # the row update with its event; the stopped clocks with their future deadlines
-        assert sent == ["read", "pipeline of 2"]
+        # the row update with its event, the stopped clocks (deadlines, then the clocks)
+        assert sent == ["read", "pipeline of 3"]
     finally:
         engine.close()
 
