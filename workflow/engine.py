@@ -128,8 +128,9 @@ _SELECT_FACTS = (sa.select(E.c.seq, E.c.trigger, E.c.actor_id, E.c.from_state, E
                         E.c.seq <= sa.bindparam("b_upto")).order_by(E.c.seq))
 
 
-# PostgreSQL, through the driver: the statements of a fire's write, sent with BEGIN and
-# COMMIT in one pipeline (one round trip). None needs another's result, so none waits.
+# A fire's statements, straight through the driver. PostgreSQL: the row read, then every
+# write in one pipeline on an autocommit connection (one implicit transaction, one round
+# trip; none needs another's result). SQLite: all in one BEGIN IMMEDIATE transaction.
 #: the names of a complaint row's values for a fire (every column, then its timer runs)
 _FIRE_ROW = (*(c.name for c in C.c), "timer_runs")
 
