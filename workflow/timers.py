@@ -116,6 +116,10 @@ class Due:
     provisional: bool
 
 
+#: what ``TimerSet.derive`` gives a paused ledger
+_PAUSED = Due(None, (), False)
+
+
 @dataclass(frozen=True)
 class CompiledTimer:
     definition: TimerDef
@@ -161,6 +165,7 @@ class TimerSet:
         self.timers: tuple[CompiledTimer, ...] = tuple(compiled)
         self.by_id = {t.id: t for t in self.timers}
         self._leads: dict[tuple[str, int], timedelta] = {}
+        self._plans: dict[str, tuple[CompiledTimer, tuple[_WarningStep, ...]]] = {}
         self._starters: dict[tuple[str, str | None, str | None, str],
                              tuple[CompiledTimer, ...]] = {}
         #: a raised severity can change some clock's budget (variants read severity)
@@ -198,15 +203,17 @@ class TimerSet:
     def derive(self, timer: CompiledTimer, ledger: Ledger,
                calendar: WorkingCalendar | None) -> Due:
         if ledger.paused:
-            return Due(None, (), False)
+            return _PAUSED
         unit = ledger.unit
         total = ledger.budget
         started = ledger.started_at
-        span = calendar_minutes(unit, 1)
-        pauses = [(parse_iso(str(p[0])), parse_iso(str(p[1]))) for p in ledger.pauses]
+        plan = self._warning_plan(timer)
+        span = _CALENDAR_SPAN.get(unit)  # calendar_minutes(unit, 1)
         provisional = False
         if span is not None:
-            paused = sum((end - begin for begin, end in pauses), timedelta())
+            paused = timedelta()
+            for pause in ledger.pauses:  # [start, end, reason], all ended
+                paused += parse_iso(str(pause[1])) - parse_iso(str(pause[0]))
 
             def at(scale: float) -> datetime:
                 return started + span * (total * scale) + paused
@@ -216,8 +223,9 @@ class TimerSet:
                                                  "a working-time budget without a calendar")])
             cal = calendar
             paused_min = 0
-            for begin, end in pauses:
-                paused_min += int(cal.between(begin, end).total_seconds() // 60)
+            for pause in ledger.pauses:
+                paused_min += int(cal.between(parse_iso(str(pause[0])), parse_iso(str(pause[1])))
+                                  .total_seconds() // 60)
             # the end of the last working day and the working minutes up to it: the breach
             # and every fractional warning of a working_days clock count from them
             full: WorkResult | None = None
@@ -248,13 +256,28 @@ class TimerSet:
                 return result.instant
 
         breach = at(1.0)
+        if not plan:
+            return Due(breach, (), provisional)
         warnings = []
-        for index, w in enumerate(timer.definition.warnings, start=1):
-            moment = (at(w.fraction) if w.fraction is not None
-                      else breach - self._lead(timer, index))
+        for index, fraction, lead in plan:
+            moment = at(fraction) if lead is None else breach - lead
             if moment >= started:
                 warnings.append((index, moment))
         return Due(breach, tuple(warnings), provisional)
+
+    def _warning_plan(self, timer: CompiledTimer) -> tuple[_WarningStep, ...]:
+        """Each warning of ``timer`` as (index, fraction, lead): a fraction of the budget,
+        or a ``before`` lead as calendar time (worked out once per timer)."""
+        found = self._plans.get(timer.id)
+        if found is None or found[0] is not timer:
+            steps: list[_WarningStep] = []
+            for index, w in enumerate(timer.definition.warnings, start=1):
+                if w.fraction is not None:
+                    steps.append((index, w.fraction, None))
+                else:
+                    steps.append((index, 1.0, self._lead(timer, index)))
+            found = self._plans[timer.id] = (timer, tuple(steps))
+        return found[1]
 
     def _lead(self, timer: CompiledTimer, index: int) -> timedelta:
         """Warning ``index``'s ``before`` lead as calendar time (parsed once)."""
@@ -268,6 +291,13 @@ class TimerSet:
             assert lead is not None
             found = self._leads[key] = lead
         return found
+
+
+#: the calendar length of one unit of each calendar-time unit (``calendar_minutes(unit, 1)``)
+_CALENDAR_SPAN = {unit: span for unit in ("minutes", "hours", "days")
+                  if (span := calendar_minutes(unit, 1)) is not None}
+#: a warning of a timer: (index, fraction of the budget, lead before the breach or None)
+_WarningStep = tuple[int, float, timedelta | None]
 
 
 def _starts(

@@ -337,6 +337,7 @@ class WorkResult:
 class _Day:
     intervals: tuple[tuple[datetime, datetime], ...]  # UTC, sorted, disjoint, non-empty
     provisional: bool
+    total: timedelta  # the working time of all its intervals
 
 
 class WorkingCalendar:
@@ -408,8 +409,16 @@ class WorkingCalendar:
         while True:
             day = self._day(d)
             provisional = provisional or day.provisional
+            intervals = day.intervals
+            if intervals and remaining > day.total and intervals[0][0] >= last_end:
+                # a whole day after the start, not the day the count ends in: its intervals
+                # all count, none ends it
+                remaining -= day.total
+                idle, last_end = 0, intervals[-1][1]
+                d += ONE_DAY
+                continue
             idle += 1
-            for s, e in day.intervals:
+            for s, e in intervals:
                 if s < last_end:
                     s = last_end
                 if s < e:
@@ -491,8 +500,15 @@ class WorkingCalendar:
         last_end, idle = a, 0
         while self._midnight(d) < b:
             day = self._day(d)
+            intervals = day.intervals
+            if intervals and intervals[0][0] >= last_end and intervals[-1][1] <= b:
+                # a whole day inside [a, b)
+                total += day.total
+                idle, last_end = 0, intervals[-1][1]
+                d += ONE_DAY
+                continue
             idle += 1
-            for s, e in day.intervals:
+            for s, e in intervals:
                 if s < last_end:
                     s = last_end
                 if s < e:
@@ -547,7 +563,8 @@ class WorkingCalendar:
         cached = self._days.get(d)
         if cached is None:
             local, provisional = self._local_intervals(d)
-            cached = _Day(self._to_utc(d, local), provisional)
+            intervals = self._to_utc(d, local)
+            cached = _Day(intervals, provisional, sum((e - s for s, e in intervals), timedelta()))
             self._days[d] = cached
         return cached
 
@@ -596,6 +613,8 @@ class WorkingCalendar:
 
 def _aware(t: datetime, argument: str) -> datetime:
     """``t`` in UTC; refuses naive datetimes."""
+    if t.tzinfo is UTC:  # already UTC (every stored or derived instant): nothing to convert
+        return t
     if t.tzinfo is None or t.utcoffset() is None:
         raise NaiveDatetimeError(argument, t)
     return t.astimezone(UTC)
