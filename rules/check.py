@@ -6,7 +6,6 @@ Every check appends to one list of problems, so the administrator sees all of th
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import zoneinfo
 from collections.abc import Collection, Iterable, Sequence
@@ -26,7 +25,7 @@ from complaintflow.rules.model import (
 from complaintflow.rules.ruleset import BUILTIN_FIELDS
 from complaintflow.rules.source import Path, SourceMap
 from complaintflow.rules.timing import check_timing
-from complaintflow.rules.values import ValueType, coerce, type_of_field
+from complaintflow.rules.values import ValueProblem, ValueType, coerce, type_of_field
 
 __all__ = ["OPERATORS", "check_rule_file", "did_you_mean"]
 
@@ -353,8 +352,12 @@ class _Checker:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 self.add(path, f"compares {target.kind} with {type(value).__name__} {value!r}",
                          "a number (without quotes)")
-            elif not math.isfinite(value):
-                self.add(path, f"{value!r} is not a finite number", "a finite number")
+            else:
+                try:  # what the condition compiles it to (conditions._literal)
+                    coerce(ValueType("decimal"), value)
+                except ValueProblem as exc:
+                    self.add(path, f"{value!r:.40} is not a usable number: {exc}",
+                             "a finite number")
             return
         if target.kind == "enum":
             if value not in target.values:

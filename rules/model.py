@@ -271,15 +271,22 @@ class PersonalDataDef(Strict):
     )
 
 
-class Duration(Strict):
-    """An amount of time: exactly one key. Working units follow the timer's calendar."""
+#: the largest amount of each unit a duration (or an extension) may have: 100 years
+MAX_DURATION = {"minutes": 100 * 366 * 24 * 60, "hours": 100 * 366 * 24, "days": 100 * 366,
+                "working_minutes": 100 * 366 * 24 * 60, "working_hours": 100 * 366 * 24,
+                "working_days": 100 * 366}
 
-    minutes: int | None = Field(None, ge=0)
-    hours: int | None = Field(None, ge=0)
-    days: int | None = Field(None, ge=0)
-    working_minutes: int | None = Field(None, ge=0)
-    working_hours: int | None = Field(None, ge=0)
-    working_days: int | None = Field(None, ge=0)
+
+class Duration(Strict):
+    """An amount of time: exactly one key. Working units follow the timer's calendar.
+    Each amount is at most 100 years' worth (``MAX_DURATION``)."""
+
+    minutes: int | None = Field(None, ge=0, le=MAX_DURATION["minutes"])
+    hours: int | None = Field(None, ge=0, le=MAX_DURATION["hours"])
+    days: int | None = Field(None, ge=0, le=MAX_DURATION["days"])
+    working_minutes: int | None = Field(None, ge=0, le=MAX_DURATION["working_minutes"])
+    working_hours: int | None = Field(None, ge=0, le=MAX_DURATION["working_hours"])
+    working_days: int | None = Field(None, ge=0, le=MAX_DURATION["working_days"])
 
 
 class CalendarOverride(Strict):

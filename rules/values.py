@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from typing import Any
 
 from complaintflow.rules.model import FieldDef
@@ -23,6 +23,8 @@ DEFAULT_TEXT_MAX = 20_000
 # plain ASCII numbers only: int() and Decimal() would also take '1_000' and other scripts' digits
 _INTEGER_TEXT = re.compile(r"[-+]?[0-9]+")
 _DECIMAL_RANGE = 100
+#: integers have at most as many digits as a decimal's integer part
+_INTEGER_LIMIT = 10 ** (_DECIMAL_RANGE + 1)
 _DECIMAL_TEXT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
@@ -102,6 +104,15 @@ def _parse_date(raw: Any) -> date:
     raise ValueProblem(f"expected a date, got {type(raw).__name__}")
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_decimal(raw: Any) -> Decimal:
     if isinstance(raw, bool):
         raise ValueProblem("expected a number, got a boolean")
@@ -114,6 +125,9 @@ def _parse_decimal(raw: Any) -> Decimal:
             value = Decimal(str(raw).strip())
         except InvalidOperation:
             raise ValueProblem(f"{raw!r} is not a number") from None
+        except ValueError:  # an int with more digits than str() converts
+            raise ValueProblem("too many digits (at most 100 either side of the decimal "
+                               "point)") from None
         if not value.is_finite():
             raise ValueProblem("expected a finite number")
         # '1e999999999' is finite, but its plain (to_json) form would be a billion digits
@@ -135,6 +149,8 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None) -> Any:
             raise ValueProblem(f"longer than {limit} characters")
         if kind == "string" and ("\n" in raw or "\r" in raw):
             raise ValueProblem("a string field holds one line")
+        if not raw.isascii() and not _encodable(raw):
+            raise ValueProblem("not valid Unicode text (it holds a lone surrogate)")
         return raw
     if kind == "integer":
         if isinstance(raw, bool) or not isinstance(raw, int | str):
@@ -142,9 +158,12 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None) -> Any:
         if isinstance(raw, str) and not _INTEGER_TEXT.fullmatch(raw.strip()):
             raise ValueProblem(f"{raw!r} is not an integer")
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:  # more digits than Python converts
             raise ValueProblem("the integer is too long") from None
+        if not -_INTEGER_LIMIT < value < _INTEGER_LIMIT:
+            raise ValueProblem(f"out of range (at most {_DECIMAL_RANGE + 1} digits)")
+        return value
     if kind == "decimal":
         return _parse_decimal(raw)
     if kind == "date":
@@ -185,7 +204,11 @@ def to_json(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, int | str):
         return value
     if isinstance(value, Decimal):
-        text = format(value.normalize(), "f")
+        # normalize() rounds to its context's precision (28 digits by default): give it
+        # room for every digit, so the stored text is the value decided on
+        context = Context(prec=max(len(value.as_tuple().digits), 1), Emax=MAX_EMAX,
+                          Emin=MIN_EMIN)
+        text = format(value.normalize(context), "f")
         return "0" if text in ("-0", "") else text
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -205,12 +228,12 @@ def from_json(vtype: ValueType, raw: Any) -> Any:
     kind = vtype.kind
     cls = type(raw)
     if cls is str:
-        if kind == "text" or (kind == "enum" and raw in vtype.values) or (
+        if (kind == "text" or (kind == "enum" and raw in vtype.values) or (
             kind == "string" and "\n" not in raw and "\r" not in raw
-        ):
+        )) and (raw.isascii() or _encodable(raw)):
             return raw
     elif cls is int:
-        if kind == "integer":
+        if kind == "integer" and -_INTEGER_LIMIT < raw < _INTEGER_LIMIT:
             return raw
     elif cls is bool and kind == "bool":
         return raw

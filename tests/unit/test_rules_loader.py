@@ -424,6 +424,31 @@ def test_decimal_field_against_a_string_literal() -> None:
     assert problem.message == "compares decimal with str '100'"
 
 
+@pytest.mark.parametrize("literal", ["1e150", "1" + "0" * 400, "-1e101"])
+def test_a_number_beyond_what_fields_can_hold_is_a_problem_not_a_crash(literal: str) -> None:
+    """A literal no field value can reach (fields hold at most 100 digits either side of the
+    point) is refused where it is written; it used to pass the check and then break
+    ``Engine.open``, or crash the check itself on an integer too large for a float."""
+    problem = condition_problem(f"{{field: amount, ge: {literal}}}", literal[:10])
+    assert problem.path == "transitions[1].condition.ge"
+    assert "is not a usable number: out of range" in problem.message
+
+
+def test_a_duration_of_more_than_a_hundred_years_is_a_problem() -> None:
+    from complaintflow import parse_rules as parse
+    from complaintflow.rules.loader import default_rules_text
+
+    text = default_rules_text()
+    old = "    duration: {working_days: 15}\n"
+    assert text.count(old) == 1
+    with pytest.raises(RuleError) as info:
+        parse(text.replace(old, "    duration: {minutes: 10000000000000000}\n"), FILE)
+    (problem,) = info.value.problems
+    assert problem.path.endswith("duration.minutes")
+    assert "52704000" in problem.message
+    assert problem.line == at(text, old.strip())[0]
+
+
 def test_decimal_field_against_words() -> None:
     problem = condition_problem("{field: amount, eq: lots}", "lots")
     assert problem.message == "compares decimal with str 'lots'"

@@ -281,7 +281,8 @@ def test_json_round_trip(vtype: ValueType, raw: Any) -> None:
 _STORED = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
     | st.sampled_from(["red", "green", "x", "a\nb", "2026-02-11", "12.30",
-                       "2026-02-11T09:30:00Z", "1e5"]) | st.text(max_size=8),
+                       "2026-02-11T09:30:00Z", "1e5", "a\udc80b", "客户\ud800",
+                       10**101 - 1, 10**101, -(10**101)]) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3), max_leaves=6)
 _KINDS = st.sampled_from([ValueType(kind) for kind in (
     "string", "text", "integer", "decimal", "date", "datetime", "bool", "string_list")]
