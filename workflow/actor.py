@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from complaintflow.errors import FieldProblem, InvalidInput
 
 __all__ = ["Actor"]
 
@@ -19,6 +22,11 @@ class Actor:
                  department: str | None = None) -> None:
         if isinstance(roles, str):
             roles = (roles,)
+        listed: Any = roles
+        if not isinstance(listed, tuple | list | frozenset | set) \
+                or not all(isinstance(r, str) for r in listed):
+            raise InvalidInput([FieldProblem("actor.roles", "a list of role ids (text), not "
+                                             f"{listed!r:.80}")], context="actor")
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "roles", tuple(sorted(set(roles))))
         object.__setattr__(self, "department", department)

@@ -51,6 +51,7 @@ from complaintflow.outbox import Notification
 from complaintflow.replay import Replayed, ReplayedTimer
 from complaintflow.rules.check import did_you_mean
 from complaintflow.rules.loader import default_rules_text, json_schema, load_rules
+from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import to_json
 from complaintflow.scheduler import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, Scheduler, TickReport
@@ -909,7 +910,7 @@ def history(
 @click.option("--department", "department_filter", metavar="D", help="The responsible department.")
 @click.option("--handler", metavar="H")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--offset", type=click.IntRange(0, 2**62), default=0, show_default=True)
 @click.option(
     "--actor",
     "actor_id",
@@ -1303,7 +1304,7 @@ def audit_group() -> None:
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 256),
     default=1,
     show_default=True,
     help="Verify ranges of complaints in this many processes at once (same report).",
@@ -1810,7 +1811,7 @@ def timers_group() -> None:
     help="Only breached (or only not breached) clocks.",
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--offset", type=click.IntRange(0, 2**62), default=0, show_default=True)
 @click.pass_context
 def timers_list(
     ctx: click.Context, status: str | None, breached: bool | None, limit: int, offset: int
@@ -1914,7 +1915,7 @@ def timers_recompute(
 @click.argument("timer")
 @click.option(
     "--amount",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, max(MAX_DURATION.values())),
     required=True,
     help="How much longer, in the clock's own unit (e.g. working days).",
 )
@@ -2224,7 +2225,7 @@ def outbox_group() -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option(
     "--lease-seconds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 10**8),
     default=300,
     show_default=True,
     metavar="S",
@@ -2265,7 +2266,8 @@ def outbox_claim(ctx: click.Context, limit: int, lease_seconds: int) -> None:
 
 
 @outbox_group.command("ack")
-@click.argument("ids", nargs=-1, required=True, type=int, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, type=click.IntRange(1, 2**63 - 1),
+                metavar="ID...")
 @click.pass_context
 def outbox_ack(ctx: click.Context, ids: tuple[int, ...]) -> None:
     """Mark notifications delivered."""

@@ -39,6 +39,7 @@ from complaintflow.errors import (
 )
 from complaintflow.replay import Replayed
 from complaintflow.rules.loader import load_rules, parse_rules
+from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field, to_json
 from complaintflow.states.conditions import Facts
@@ -311,6 +312,7 @@ class Engine:
         """Open (creating or upgrading the schema) with ``rules`` (a path, a loaded
         ``RuleSet``, or ``None`` for the shipped default) and ``clock`` (default: system)."""
         ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
+        Compiled.build(ruleset)  # before anything is stored: a rule set that cannot run is not
         clock = clock or system_clock
         sa_engine = db.connect(url)
         try:
@@ -439,6 +441,12 @@ class Engine:
         unknown = [r for r in actor.roles if r not in rules.roles]
         if unknown:
             problems.append(FieldProblem("actor.roles", f"unknown roles {', '.join(unknown)}"))
+        department = actor.department
+        if department is not None and (not isinstance(department, str) or not department
+                                       or len(department) > 200):
+            # stored as text and hashed as given: anything else would not verify
+            problems.append(FieldProblem("actor.department",
+                                         "text of 1 to 200 characters, or None"))
         if problems:
             raise InvalidInput(problems, context="actor")
 
@@ -589,13 +597,29 @@ class Engine:
         """Apply one transition atomically (state, version, fields, severity, timers and the
         history event in one transaction). Raises a ``TransitionRefused`` subclass naming the
         failed check, ``ConcurrentUpdate`` for a stale ``expected_version`` or a lost race."""
-        data = dict(data or {})
+        problems: list[FieldProblem] = []
+        if data is not None and not isinstance(data, Mapping):
+            problems.append(FieldProblem("data", f"a mapping of field names to values, not "
+                                                 f"{type(data).__name__}"))
+            data = None
+        elif data is not None and not all(isinstance(k, str) for k in data):
+            problems.append(FieldProblem("data", "field names must be text"))
+            data = None
+        if not isinstance(actor, Actor):
+            problems.append(FieldProblem("actor", "expected an Actor"))
+        if not isinstance(number, str):
+            problems.append(FieldProblem("number", "a complaint number (text)"))
+        if not isinstance(trigger, str):
+            problems.append(FieldProblem("trigger", "a trigger name (text)"))
         if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
-            raise InvalidInput([FieldProblem("comment", "text of at most 2000 characters")])
+            problems.append(FieldProblem("comment", "text of at most 2000 characters"))
         if expected_version is not None and (
             isinstance(expected_version, bool) or not isinstance(expected_version, int)
         ):
-            raise InvalidInput([FieldProblem("expected_version", "an integer")])
+            problems.append(FieldProblem("expected_version", "an integer"))
+        if problems:
+            raise InvalidInput(problems)
+        data = dict(data or {})
         fingerprint = "" if idempotency_key is None else _fingerprint(
             op="fire", number=number, trigger=trigger, actor=actor.id, roles=actor.roles,
             department=actor.department, data=data, expected=expected_version, comment=comment)
@@ -822,6 +846,8 @@ class Engine:
             FieldProblem("consent", "the customer's consent is required")]
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             problems.append(FieldProblem("amount", "a positive whole number"))
+        elif amount > max(MAX_DURATION.values()):
+            problems.append(FieldProblem("amount", "at most 100 years of the clock's unit"))
         if not isinstance(reason, str) or not reason.strip():
             problems.append(FieldProblem("reason", "required"))
         if problems:
@@ -851,6 +877,11 @@ class Engine:
             if too_late is not None:
                 raise TimerRefused(number, timer, too_late)
             ledger = Ledger.from_text(trow.ledger)
+            if ledger.budget + amount > MAX_DURATION.get(ledger.unit, 0):
+                raise InvalidInput([FieldProblem(
+                    "amount", f"the budget would exceed 100 years "
+                              f"({MAX_DURATION.get(ledger.unit, 0)} {ledger.unit})")],
+                    context="extension")
             consent_event = self.append_event(conn, row, type="customer_consent", actor=actor,
                                               payload={"timer": timer, "consent":
                                                        consent.to_json()}, now=now)
@@ -1090,8 +1121,21 @@ class Engine:
         )
         return self._masked(complaint, roles)
 
+    @staticmethod
+    def _check_lookup(number: Any, actor: Any) -> None:
+        """A complaint number is text and the reader an ``Actor`` or ``None``."""
+        problems = []
+        if not isinstance(number, str):
+            problems.append(FieldProblem("number", f"a complaint number (text), not "
+                                                   f"{type(number).__name__}"))
+        if actor is not None and not isinstance(actor, Actor):
+            problems.append(FieldProblem("actor", "an Actor or None"))
+        if problems:
+            raise InvalidInput(problems)
+
     def get(self, number: str, actor: Actor | None = None) -> Complaint:
         """The complaint as ``actor`` may see it (``None``: personal data masked)."""
+        self._check_lookup(number, actor)
         with db.read(self._db) as conn:
             row = conn.execute(sa.select(C).where(C.c.number == number)).first()
             if row is None:
@@ -1102,6 +1146,7 @@ class Engine:
     def history(self, number: str, actor: Actor | None = None) -> list[HistoryEvent]:
         """Every event of the complaint, oldest first, personal data masked unless
         ``actor`` may read it."""
+        self._check_lookup(number, actor)
         with db.read(self._db) as conn:
             row = conn.execute(sa.select(C.c.id, C.c.ruleset).where(C.c.number == number)
                                ).first()
@@ -1160,19 +1205,32 @@ class Engine:
         problems: list[FieldProblem] = []
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             problems.append(FieldProblem("limit", "an integer from 1 to 10000"))
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            problems.append(FieldProblem("offset", "a non-negative integer"))
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**62:
+            problems.append(FieldProblem("offset", "a non-negative integer below 2**62"))
+        if actor is not None and not isinstance(actor, Actor):
+            problems.append(FieldProblem("actor", "an Actor or None"))
         where: list[Any] = []
         if state is not None:
-            states = [state] if isinstance(state, str) else list(state)
-            where.append(C.c.state.in_(states))
-        if severity is not None:
-            where.append(C.c.severity == severity)
-        if department is not None:
-            where.append(C.c.department == department)
-        if handler is not None:
-            where.append(C.c.handler == handler)
-        if received_between is not None:
+            states = [state] if isinstance(state, str) else list(state) \
+                if isinstance(state, Iterable) else [state]
+            if all(isinstance(s, str) for s in states):
+                where.append(C.c.state.in_(states))
+            else:
+                problems.append(FieldProblem("state", "a state id or a list of them (text)"))
+        for name, value, column in (("severity", severity, C.c.severity),
+                                    ("department", department, C.c.department),
+                                    ("handler", handler, C.c.handler)):
+            if value is None:
+                continue
+            if isinstance(value, str):
+                where.append(column == value)
+            else:
+                problems.append(FieldProblem(name, f"text, not {type(value).__name__}"))
+        if received_between is not None and (not isinstance(received_between, tuple | list)
+                                             or len(received_between) != 2):
+            problems.append(FieldProblem("received_between", "a pair (from, to) of aware "
+                                                             "datetimes or None"))
+        elif received_between is not None:
             start, end = received_between
             for name, moment in (("from", start), ("to", end)):
                 if moment is not None and (not isinstance(moment, datetime)

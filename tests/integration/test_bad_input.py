@@ -482,3 +482,72 @@ def test_find_names_every_bad_argument_at_once(engine: Engine) -> None:
         "limit",
         "offset",
     }
+
+
+# -- arguments of the wrong kind ------------------------------------------------------------
+
+
+def test_fire_names_every_argument_of_the_wrong_kind(engine: Engine) -> None:
+    number = recorded(engine).number
+    before = snapshot(engine, number)
+    for data in ([1, 2], "abc", {5: True, "a": 1}):
+        with pytest.raises(InvalidInput) as info:
+            engine.fire(number, "confirm", CS, data, idempotency_key="k")  # type: ignore[arg-type]
+        assert problem_fields(info.value) == {"data"}
+    with pytest.raises(InvalidInput) as info:
+        engine.fire(5, None, None, expected_version="1",  # type: ignore[arg-type]
+                    idempotency_key="k")
+    assert problem_fields(info.value) == {"number", "trigger", "actor", "expected_version"}
+    assert_untouched(engine, before)
+
+
+def test_actors_with_roles_or_a_department_of_the_wrong_kind(engine: Engine) -> None:
+    for roles in (None, [5], [1, "a"]):
+        with pytest.raises(InvalidInput) as info:
+            Actor("x", roles)  # type: ignore[arg-type]
+        assert problem_fields(info.value) == {"actor.roles"}
+    total = engine.find(limit=1).total
+    # a department the hash would cover as a number but the column stores as text
+    for department in (5, "", "d" * 201):
+        with pytest.raises(InvalidInput) as info:
+            engine.submit(complaint_fields(), Actor("li.na", CS.roles, department))  # type: ignore[arg-type]
+        assert problem_fields(info.value) == {"actor.department"}
+    assert engine.find(limit=1).total == total
+    engine.submit(complaint_fields(), Actor("li.na", CS.roles, "客服部"))
+    assert engine.verify().ok
+
+
+def test_lookups_and_searches_with_arguments_of_the_wrong_kind(engine: Engine) -> None:
+    number = recorded(engine).number
+    for call in (lambda: engine.get(["a"]), lambda: engine.history(5),  # type: ignore[arg-type]
+                 lambda: engine.get(number, "x")):  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput):
+            call()
+    with pytest.raises(InvalidInput) as info:
+        engine.find(state=5, severity=1, received_between=(None, None, None),  # type: ignore[arg-type]
+                    offset=10**20, actor="x")  # type: ignore[arg-type]
+    assert problem_fields(info.value) == {"state", "severity", "received_between", "offset",
+                                          "actor"}
+
+
+def test_field_values_that_could_not_be_stored_or_verified(engine: Engine) -> None:
+    total = engine.find(limit=1).total
+    with pytest.raises(InvalidInput) as info:
+        engine.submit(complaint_fields(description="a\udc80b", quantity=10**400,
+                                       claimed_amount=10**5000), CS)
+    assert problem_fields(info.value) == {"description", "quantity", "claimed_amount"}
+    assert engine.find(limit=1).total == total
+
+
+def test_an_extension_longer_than_a_hundred_years_is_refused(engine: Engine,
+                                                            clock: SimulatedClock) -> None:
+    from complaintflow.timers import Consent
+
+    number = engine.submit(complaint_fields(), CS).number
+    before = snapshot(engine, number)
+    consent = Consent("张伟", clock(), "phone", "客户同意")
+    for amount in (10**8, 52_704_000):  # beyond any unit; beyond this clock's minutes budget
+        with pytest.raises(InvalidInput) as info:
+            engine.extend_timer(number, "first_response", CS, amount, consent, reason="x")
+        assert problem_fields(info.value) == {"amount"}
+    assert_untouched(engine, before)

@@ -590,3 +590,20 @@ def test_demo_will_not_replace_a_real_database(db: Path) -> None:
     err = expected_error(CliRunner(env=ENV).invoke(main, ["demo", "--db", str(db), "--count", "2"]))
     assert "not a demo database" in err
     assert cli_json(db, "list")["total"] == 1
+
+
+@pytest.mark.parametrize("args", [
+    ("list", "--offset", str(10**20)),
+    ("timers", "list", "--offset", str(10**20)),
+    ("outbox", "ack", str(10**23)),
+    ("timers", "extend", "TS-2026-000001", "first_response", "--amount", str(10**8),
+     "--reason", "x", "--consent-by", "张伟", "--consent-at", "2026-03-02T09:00",
+     "--consent-channel", "phone", "--actor", "li.na", "--role", "customer_service"),
+])
+def test_numbers_too_large_for_the_database_are_usage_errors(db: Path,
+                                                             args: tuple[str, ...]) -> None:
+    """Not a traceback (``OverflowError`` from the driver, or a date out of range)."""
+    result = cli(db, *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "range" in result.output
