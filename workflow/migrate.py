@@ -202,7 +202,7 @@ def _plan_one(conn: Connection, engine: Engine, row: Any, target: str,
     for name in sorted(active):
         (item.timers_rederived if name in dest.timers.by_id else item.timers_removed
          ).append(name)
-    scope = _scope(dest, row, new_state, stored)
+    scope = _scope(dest, row, new_state, stored, engine.facts_of(conn, row))
     for t in dest.timers.timers:
         if t.id in active:
             continue
@@ -216,11 +216,15 @@ def _plan_one(conn: Connection, engine: Engine, row: Any, target: str,
     return item
 
 
-def _scope(dest: Any, row: Any, state: str, stored: Mapping[str, Any]) -> Any:
+def _scope(dest: Any, row: Any, state: str, stored: Mapping[str, Any], facts: Facts,
+           actor: Actor | None = None, now: datetime | None = None) -> Any:
+    """What the destination's timer rules read: the kept fields, the history's facts (as of
+    the migration event), the acting actor and instant (a plan: the row's last change)."""
     values = dest.codec.decode({k: v for k, v in stored.items() if k in dest.rules.fields})
     fields = {**values, **dest.builtins(row.number, row.received_at), "severity": row.severity,
               "state": state}
-    return dest.scope(fields, Actor("system:migrate", ()), Facts(), row.updated_at)
+    return dest.scope(fields, actor or Actor("system:migrate", ()), facts,
+                      now or row.updated_at)
 
 
 def plan(engine: Engine, to: str, *, states: Iterable[str] | None = None,
@@ -254,7 +258,11 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
         for row, item in zip(rows, items, strict=True):
             stored = {k: v for k, v in json.loads(row.fields).items()
                       if k not in item.dropped_fields}
-            scope = _scope(dest, row, item.target_state, stored)
+            seq = row.version + 1
+            # a mapped state is a state change without a trigger: it moves entered_seq
+            facts = engine.facts_of(conn, row)
+            facts.record(seq, None, actor.id, row.state, item.target_state, now)
+            scope = _scope(dest, row, item.target_state, stored, facts, actor, now)
             changes: dict[str, list[dict[str, Any]]] = {}
             # in id order, as the engine reads a complaint's runs (``sla.timer_runs``): the
             # payload lists them in this order, and without ORDER BY it would follow whichever
@@ -301,10 +309,6 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
                 payload["state_mapped"] = [row.state, item.target_state]
             if changes:
                 payload["timers"] = changes
-            seq = row.version + 1
-            # a mapped state is a state change without a trigger: it moves entered_seq
-            facts = engine.facts_of(conn, row)
-            facts.record(seq, None, actor.id, row.state, item.target_state, now)
             event_row, event = build_event(
                 complaint_id=row.id, number=row.number, seq=seq, prev_hash=row.head_hash,
                 type="ruleset_migrated", trigger=None, from_state=row.state,

@@ -39,7 +39,7 @@ from complaintflow.compiled import Compiled
 from complaintflow.engine import CommittedEvent, Engine, build_event, insert_ignore
 from complaintflow.errors import TransitionRefused
 from complaintflow.rules.model import ReviewDef
-from complaintflow.states.conditions import Facts, Scope
+from complaintflow.states.conditions import Scope
 from complaintflow.storage import db
 from complaintflow.storage.hashing import canonical, iso
 from complaintflow.storage.tables import complaints as C
@@ -186,7 +186,7 @@ class _Statements:
                             T.c.status, T.c.ledger, _raw(T.c.breached_at, postgres))
                   .where(_ids("complaints", T.c.complaint_id, postgres),
                          sa.or_(_ids("ids", T.c.id, postgres), T.c.status != "stopped")))
-        scope_rows = (sa.select(C.c.id, C.c.fields, C.c.received_at)
+        scope_rows = (sa.select(C.c.id, C.c.fields, C.c.received_at, C.c.version, C.c.facts)
                       .where(_ids("ids", C.c.id, postgres)))
         mark_fired = (sa.update(D).where(_ids("ids", D.c.id, postgres))
                       .values(fired_at=sa.bindparam("now", type_=D.c.fired_at.type),
@@ -474,7 +474,8 @@ class Scheduler:
                 fields = {**compiled.codec.decode(row.fields),
                           **compiled.builtins(comp.number, row.received_at),
                           "severity": comp.severity, "state": comp.state}
-                scopes[row.id] = compiled.scope(fields, SYSTEM, Facts(), now)
+                scopes[row.id] = compiled.scope(fields, SYSTEM, self.engine.facts_of(conn, row),
+                                                now)
             for comp, timer, ledger in budgets:
                 if timer.budget_for(scopes[comp.id]) != (ledger.unit, ledger.amount):
                     out[comp.id] = comp
@@ -493,7 +494,7 @@ class Scheduler:
         changes = sla.on_event(
             conn, compiled, engine.calendar_lookup(conn), row.id, kind="severity",
             trigger=None, from_state=row.state, to_state=row.state,
-            scope=compiled.scope(fields, SYSTEM, Facts(), now), now=now)
+            scope=compiled.scope(fields, SYSTEM, engine.facts_of(conn, row), now), now=now)
         if not changes:
             return []
         event = engine.append_event(conn, row, type="timers_rederived", actor=SYSTEM, now=now,
