@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
-from complaintflow.errors import TransitionRefused
+from complaintflow.errors import ComplaintflowError, NotFound, TransitionRefused
 from complaintflow.states.conditions import Facts, Scope, fields_read
 from complaintflow.states.guards import CompiledTransition
 from complaintflow.timers import CompiledTimer, Ledger, TimerSet, parse_iso
@@ -92,7 +92,10 @@ class Replayed:
 
 
 def _apply_timer_changes(timers: dict[tuple[str, int], ReplayedTimer],
-                         changes: Mapping[str, Any], at: datetime) -> None:
+                         changes: Mapping[str, Any], at: datetime,
+                         migrated: bool = False) -> None:
+    """``migrated``: the changes of a ``ruleset_migrated`` event, whose re-derived clocks
+    count on the calendars of the rule set migrated to (the complaint's from then on)."""
     for item in changes.get("started", []):
         key = (item["timer"], int(item.get("run", 1)))
         timers[key] = ReplayedTimer(
@@ -107,6 +110,8 @@ def _apply_timer_changes(timers: dict[tuple[str, int], ReplayedTimer],
             found.due_at = parse_iso(item["due_at"]) if item.get("due_at") else None
             found.budget = item.get("budget", found.budget)
             found.provisional = bool(item.get("provisional"))
+            if migrated and kind == "rederived":
+                found.calendar_version = None
             if kind == "paused":
                 found.status, found.paused_since = "paused", at
                 found.pauses.append((at, None))
@@ -136,7 +141,7 @@ def fold_event(state: Replayed, type: str, seq: int, to_state: str, ruleset: str
     if "severity" in p:
         state.severity = p["severity"]
     if "timers" in p:
-        _apply_timer_changes(state.timers, p["timers"], at)
+        _apply_timer_changes(state.timers, p["timers"], at, type == "ruleset_migrated")
     if type in ("timer_warning", "timer_breached"):
         found = state.timers.get((p["timer"], int(p.get("run", 1))))
         if found is not None:
@@ -280,10 +285,28 @@ class DeepVerifier:
         severity_memo: tuple[Any, ...] | None = None  # (version, floor, values, severity)
         clocks: _ClockCheck | None = None
         for event in events:
-            p = upcast(event.parsed(), event.schema_version)
+            try:
+                raw: Any = event.parsed()
+            except ValueError:
+                raw = None
+            if not isinstance(raw, dict):
+                yield Finding(number, event.seq, "bad_payload",
+                              "the stored payload is not a JSON object")
+                return
+            if event.ruleset not in self._versions:
+                try:
+                    self.version(event.ruleset)
+                except NotFound:
+                    yield Finding(number, event.seq, "unknown_ruleset",
+                                  f"rule set {event.ruleset[:12]} is not stored: the event "
+                                  "cannot be checked")
+                    return
+            p = upcast(raw, event.schema_version)
             at = datetime.fromisoformat(event.occurred_at)
             trigger = event.trigger
-            if event.type == "transition" and trigger is not None:
+            if event.type != "transition" or trigger is None:
+                yield from self._other_event(number, event, p, replayed, floor, received)
+            else:
                 version = self.version(event.ruleset)
                 compiled = version.compiled
                 if typed_version is not version:
@@ -380,6 +403,81 @@ class DeepVerifier:
                 yield Finding(number, replayed.version, "fields_mismatch",
                               "stored fields differ from the replayed fields")
 
+    def _other_event(self, number: str, event: StoredEvent, p: Mapping[str, Any],
+                     replayed: Replayed, floor: str | None,
+                     received: datetime) -> Iterator[Finding]:
+        """An event that is not a transition: the submission is checked against the rules
+        of its version (initial state, a role allowed to submit, the severity the fields
+        give); any other kind must leave the state and the fields as they were and the
+        severity too, but for a breach raising it."""
+        seq, type_ = event.seq, event.type
+        compiled = self.version(event.ruleset).compiled
+        rules = compiled.rules
+        if seq == 1 or type_ == "submitted":
+            if seq != 1 or type_ != "submitted":
+                yield Finding(number, seq, "illegal_event",
+                              f"a {type_!r} event at position {seq}: a history starts with "
+                              "its submission, and only there")
+                return
+            _, roles = self._actor(event.actor_id, event.actor_roles, event.actor_department)
+            allowed = rules.definition.submit.roles
+            if event.to_state != rules.initial:
+                yield Finding(number, seq, "illegal_event",
+                              f"submitted into {event.to_state!r}, the rules' initial state "
+                              f"is {rules.initial!r}")
+            unknown = [r for r in roles if r not in rules.roles]
+            if unknown:
+                yield Finding(number, seq, "illegal_event",
+                              f"submitted by {event.actor_id} with roles the rules do not "
+                              f"declare: {', '.join(unknown)}")
+            elif allowed != "*" and not set(roles) & set(allowed):
+                yield Finding(number, seq, "illegal_event",
+                              f"submitted by {event.actor_id} "
+                              f"({', '.join(roles) or 'no roles'}), the rules allow "
+                              f"{', '.join(allowed)}")
+            try:
+                values = compiled.codec.decode(p.get("fields", {}))
+                severity = compiled.machine.severity(values, None)
+            except (ComplaintflowError, TypeError, ValueError, AttributeError) as exc:
+                yield Finding(number, seq, "illegal_event",
+                              f"the submitted fields do not decode under the rules: {exc}")
+                return
+            if p.get("severity") != severity:
+                yield Finding(number, seq, "wrong_severity",
+                              f"the rules give severity {severity!r}, history says "
+                              f"{p.get('severity')!r}")
+            return
+        if type_ == "transition":  # without a trigger
+            yield Finding(number, seq, "illegal_transition",
+                          "a transition event without a trigger")
+            return
+        if type_ not in _EVENT_TYPES:
+            yield Finding(number, seq, "illegal_event", f"unknown event type {type_!r}")
+            return
+        if type_ == "ruleset_migrated":
+            return  # moves state, fields and severity by the migration plan
+        if event.to_state != event.from_state:
+            yield Finding(number, seq, "illegal_event",
+                          f"a {type_!r} event moved the complaint from "
+                          f"{event.from_state!r} to {event.to_state!r}")
+        changed = [key for key in ("fields", "set", "dropped_fields") if key in p]
+        if changed:
+            yield Finding(number, seq, "illegal_event",
+                          f"a {type_!r} event changes fields ({', '.join(changed)})")
+        if "severity" in p:
+            expected = replayed.severity
+            level = p.get("actions", {}).get("raise_severity") \
+                if type_ == "timer_breached" and isinstance(p.get("actions"), dict) else None
+            levels = rules.severity_levels
+            if level is not None and level in levels and (
+                    expected is None or expected not in levels
+                    or levels.index(level) > levels.index(expected)):
+                expected = level
+            if p["severity"] != expected:
+                yield Finding(number, seq, "wrong_severity",
+                              f"a {type_!r} event records severity {p['severity']!r}, the "
+                              f"complaint had {expected!r}")
+
     def unread_scope(self, version: str) -> Scope:
         """A scope for rule code that is known not to read it."""
         found = self._unread.get(version)
@@ -433,6 +531,10 @@ class DeepVerifier:
 
 # -- clocks ---------------------------------------------------------------------------------
 
+#: every kind of event the engine writes
+_EVENT_TYPES = frozenset({"submitted", "transition", "customer_consent", "timer_extended",
+                          "deadline_recomputed", "timer_warning", "timer_breached",
+                          "timers_rederived", "timer_action_refused", "ruleset_migrated"})
 _CLOCK_EVENTS = frozenset({"timer_warning", "timer_breached", "customer_consent",
                            "timer_extended", "deadline_recomputed"})
 _Key = tuple[str, int]  # (timer, run)
@@ -469,6 +571,7 @@ class _ClockCheck:
         self._zone = zone
         self.clocks: dict[_Key, _Clock] = {}
         self._consent: dict[str, datetime] = {}  # timer -> the last consent given for it
+        self._consent_event: tuple[int, str, str] | None = None  # (seq, timer, actor id)
 
     def _t(self, moment: datetime | None) -> str:
         return moment.astimezone(self._zone).isoformat() if moment is not None else "none"
@@ -511,13 +614,18 @@ class _ClockCheck:
             consent = p.get("consent") or {}
             if isinstance(consent, dict) and consent.get("given_at"):
                 self._consent[str(p.get("timer"))] = parse_iso(consent["given_at"])
+                self._consent_event = (seq, str(p.get("timer")), event.actor_id)
             return
         if type_ in ("timer_extended", "deadline_recomputed"):
             key = (str(p.get("timer")), int(p.get("run", 1)))
             clock = self.clocks.get(key)
             if clock is None:
+                if type_ == "timer_extended":
+                    yield self._finding(seq, "extension_not_allowed", key,
+                                        "was extended but no such clock ran")
                 return
             if type_ == "timer_extended":
+                yield from self._extension_allowed(clock, key, event)
                 yield from self._late_extension(clock, key, seq, at)
                 clock.ledger.extensions.append({"amount": int(p.get("amount", 0))})
             elif p.get("calendar_version"):
@@ -585,6 +693,30 @@ class _ClockCheck:
             wrong = self._derive(clock, key, seq, at, item.get("due_at"))
             if wrong is not None:
                 yield wrong
+
+    def _extension_allowed(self, clock: _Clock, key: _Key,
+                           event: StoredEvent) -> Iterator[Finding]:
+        """What ``Engine.extend_timer`` requires: the customer's consent recorded just
+        before, by the same actor, for the same timer; a running clock the rule file lets
+        be extended, by one of its roles."""
+        seq = event.seq
+        if self._consent_event != (seq - 1, key[0], event.actor_id):
+            yield self._finding(seq, "unconsented_extension", key,
+                                "was extended without the customer's consent recorded "
+                                "just before it by the same actor")
+        definition = clock.timer.definition
+        _, roles = self._v._actor(event.actor_id, event.actor_roles, event.actor_department)
+        if clock.stopped:
+            yield self._finding(seq, "extension_not_allowed", key,
+                                "was extended after it stopped")
+        if not definition.extendable:
+            yield self._finding(seq, "extension_not_allowed", key,
+                                "was extended but the rule file does not allow extending it")
+        elif definition.extend_roles and not set(roles) & set(definition.extend_roles):
+            yield self._finding(seq, "extension_not_allowed", key,
+                                f"was extended by {event.actor_id} "
+                                f"({', '.join(roles) or 'no roles'}); the rule file allows "
+                                f"{', '.join(definition.extend_roles)}")
 
     def _late_extension(self, clock: _Clock, key: _Key, seq: int,
                         at: datetime) -> Iterator[Finding]:

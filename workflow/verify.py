@@ -50,7 +50,10 @@ class Finding:
     (the current-state row disagrees with the history), ``facts_mismatch`` (the row's
     ``facts`` column does not parse, folds in events the history does not have, or differs
     from the facts replayed up to the event it says it folded in), ``complaint_missing`` (a
-    whole complaint was deleted: a gap in its number sequence).
+    whole complaint was deleted: a gap in its number sequence), ``bad_payload`` (an event's
+    payload is not a JSON object), ``ruleset_mismatch`` (an event names another rule set
+    than the one the complaint is pinned to, which only a ``ruleset_migrated`` event to its
+    own target changes; or the row's differs from the history's).
 
     deep kinds (``replay.DeepVerifier``): ``illegal_transition``, ``wrong_target``,
     ``wrong_severity`` (a transition the rules in force did not allow, or not to there, or
@@ -62,7 +65,12 @@ class Finding:
     ``missed_warning`` / ``missed_breach`` (due a minute or more before the verification
     instant and never recorded; at the event that started or last changed the clock),
     ``late_extension`` (an extension at or after the due instant, or on a consent given
-    then). Times in the detail are in the rules' zone.
+    then), ``unconsented_extension`` (no consent by the same actor just before it),
+    ``extension_not_allowed`` (a stopped or unknown clock, one the rules do not let be
+    extended, or by a role they do not allow); ``illegal_event`` (a submission the rules did
+    not allow, an unknown event type, or an event other than a transition or migration that
+    moves the state or changes fields), ``unknown_ruleset`` (an event's rule set is not
+    stored). Times in the detail are in the rules' zone.
     """
 
     number: str | None
@@ -272,11 +280,30 @@ def _check_chain(row: Any, events: Sequence[StoredEvent],
                                f"starts in {ev.from_state!r} but the complaint was in "
                                f"{last.to_state!r}"))
             return out
-        payload = ev.parsed()
+        try:
+            payload: Any = ev.parsed()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            out.append(Finding(number, ev.seq, "bad_payload",
+                               "the stored payload is not a JSON object"))
+            return out
+        if last is None:
+            ruleset = str(ev.ruleset)
+        elif ev.type == "ruleset_migrated":
+            if payload.get("to") != ev.ruleset:
+                out.append(Finding(number, ev.seq, "ruleset_mismatch",
+                                   f"a migration to rule set {str(payload.get('to'))[:12]} "
+                                   f"recorded under {ev.ruleset[:12]}"))
+                return out
+            ruleset = str(ev.ruleset)
+        elif ev.ruleset != ruleset:
+            out.append(Finding(number, ev.seq, "ruleset_mismatch",
+                               f"the event names rule set {ev.ruleset[:12]}, the complaint is "
+                               f"pinned to {ruleset[:12]} (it changes only by a migration)"))
+            return out
         fields = fold_fields(fields, payload)
         severity = payload.get("severity", severity)
-        if last is None or ev.type == "ruleset_migrated":
-            ruleset = str(ev.ruleset)
         if facts is not None and ev.seq <= through:
             facts.record(ev.seq, ev.trigger, ev.actor_id, ev.from_state, ev.to_state,
                          datetime.fromisoformat(ev.occurred_at) if ev.trigger else None)
