@@ -199,7 +199,7 @@ class _Version:
 
     compiled: Compiled
     severity_fields: tuple[str, ...]  # all the severity rules read
-    timer_fields: frozenset[str]  # all the timers' budget variants read
+    timer_fields: frozenset[str]  # all the timers' start conditions and budget variants read
     candidates: dict[tuple[str, str], tuple[CompiledTransition, ...]] = field(
         default_factory=dict)
 
@@ -208,8 +208,10 @@ class _Version:
         read: set[str] = set()
         for rule in compiled.rules.definition.severity.rules:
             read |= fields_read(rule.when)
-        variants: set[str] = set()
+        variants: set[str] = set()  # and the start conditions
         for timer in compiled.rules.definition.timers:
+            if timer.condition is not None:
+                variants |= fields_read(timer.condition)
             for variant in timer.variants:
                 variants |= fields_read(variant.when)
         return cls(compiled, tuple(sorted(read)), frozenset(variants))
@@ -304,8 +306,11 @@ class DeepVerifier:
             p = upcast(raw, event.schema_version)
             at = datetime.fromisoformat(event.occurred_at)
             trigger = event.trigger
+            step_found = False  # the step itself was not allowed: its clock plan follows
             if event.type != "transition" or trigger is None:
-                yield from self._other_event(number, event, p, replayed, floor, received)
+                for found in self._other_event(number, event, p, replayed, floor, received):
+                    step_found = True
+                    yield found
             else:
                 version = self.version(event.ruleset)
                 compiled = version.compiled
@@ -343,6 +348,7 @@ class DeepVerifier:
                         step = machine.step(number, state, trigger, actor, typed, base, facts,
                                             data, floor, at)
                     except TransitionRefused as exc:
+                        step_found = True
                         yield Finding(number, event.seq, "illegal_transition",
                                       f"{trigger!r} by {event.actor_id} "
                                       f"({', '.join(roles) or 'no roles'}) was not allowed "
@@ -353,10 +359,12 @@ class DeepVerifier:
                 if outcome is not None:
                     to_state, severity = outcome
                     if to_state != event.to_state:
+                        step_found = True
                         yield Finding(number, event.seq, "wrong_target",
                                       f"{trigger!r} leads to {to_state!r} under the "
                                       f"rules, history says {event.to_state!r}")
                     if severity != p.get("severity", severity):
+                        step_found = True
                         yield Finding(number, event.seq, "wrong_severity",
                                       f"the rules give severity {severity!r}, history says "
                                       f"{p.get('severity')!r}")
@@ -388,9 +396,10 @@ class DeepVerifier:
                 replayed.severity = p["severity"]
             if clocks is None:
                 clocks = _ClockCheck(self, number, self._zone(event.ruleset))
-            if "timers" in p or event.type in _CLOCK_EVENTS:
+            if "timers" in p or event.type in _CLOCK_EVENTS or event.type in _PLANNED:
                 yield from clocks.event(event, p, at, self._scope_of(
-                    number, replayed, facts, builtins, received, event, at))
+                    number, replayed, facts, builtins, received, event, at),
+                    plan=not step_found)
         if clocks is not None:
             yield from clocks.missed(self._now)
         if stored is not None:
@@ -538,6 +547,8 @@ _EVENT_TYPES = frozenset({"submitted", "transition", "customer_consent", "timer_
 _CLOCK_EVENTS = frozenset({"timer_warning", "timer_breached", "customer_consent",
                            "timer_extended", "deadline_recomputed"})
 _Key = tuple[str, int]  # (timer, run)
+#: the events whose clock changes the timer rules decide (``sla.plan_event``)
+_PLANNED = frozenset({"submitted", "transition"})
 _Deadline = tuple[str, int]  # ("warning", index) or ("breach", 0), as the deadlines table
 
 
@@ -604,8 +615,10 @@ class _ClockCheck:
         return timer.budget_for(scope()) if timer.variants else (timer.unit, timer.amount)
 
     def event(self, event: StoredEvent, p: Mapping[str, Any], at: datetime,
-              scope: Callable[[str], Scope]) -> Iterator[Finding]:
-        """The findings of one event (already folded into the replay)."""
+              scope: Callable[[str], Scope], plan: bool = True) -> Iterator[Finding]:
+        """The findings of one event (already folded into the replay); ``plan``: also
+        whether it stops, pauses, resumes and starts the clocks the rules say (not after a
+        step already found not allowed, whose clock changes follow from it)."""
         type_, seq = event.type, event.seq
         if type_ in ("timer_warning", "timer_breached"):
             yield from self._fired(event, p, at)
@@ -634,9 +647,11 @@ class _ClockCheck:
             if wrong is not None:
                 yield wrong
             return
-        changes = p.get("timers")
+        changes = p.get("timers", {})
         if not isinstance(changes, Mapping):
             return
+        if plan and type_ in _PLANNED:
+            yield from self._plan(event, changes, scope)
         migrated = type_ == "ruleset_migrated"
         version = event.ruleset
         touched: dict[_Key, Any] = {}
@@ -693,6 +708,54 @@ class _ClockCheck:
             wrong = self._derive(clock, key, seq, at, item.get("due_at"))
             if wrong is not None:
                 yield wrong
+
+    def _plan(self, event: StoredEvent, changes: Mapping[str, Any],
+              scope: Callable[[str], Scope]) -> Iterator[Finding]:
+        """Which clocks the timer rules of the event's version stop, pause, resume and start
+        at a submission or transition (``sla.plan_event``, from the clocks replayed so far),
+        against the ones the event records (budgets are checked where they are derived)."""
+        version = event.ruleset
+        timers = self._v.version(version).compiled.timers
+        kind = "receipt" if event.type == "submitted" else "transition"
+        trigger, to_state = event.trigger, event.to_state
+        active: dict[str, tuple[_Key, _Clock]] = {}
+        last_run: dict[str, int] = {}
+        for key, clock in self.clocks.items():
+            last_run[key[0]] = max(last_run.get(key[0], 0), key[1])
+            if not clock.stopped:
+                active[key[0]] = (key, clock)
+        expected: dict[str, set[_Key]] = {"stopped": set(), "paused": set(),
+                                          "resumed": set(), "started": set()}
+        for name, (key, clock) in active.items():
+            timer = timers.by_id.get(name)
+            if timer is None:
+                continue
+            definition = timer.definition
+            if kind == "transition" and (to_state in definition.stop
+                                         or trigger in definition.stop_triggers):
+                expected["stopped"].add(key)
+            elif to_state in definition.pause and not clock.ledger.paused:
+                expected["paused"].add(key)
+            elif clock.ledger.paused and to_state not in definition.pause:
+                expected["resumed"].add(key)
+        for timer in timers.starters(kind, trigger, event.from_state, to_state):
+            if timer.id in active:
+                continue
+            if timer.condition is not None and not timer.condition(scope(version)):
+                continue
+            expected["started"].add((timer.id, last_run.get(timer.id, 0) + 1))
+        for what, keys in expected.items():
+            recorded: set[_Key] = set()
+            for item in changes.get(what, ()):
+                if isinstance(item, Mapping):
+                    recorded.add((str(item.get("timer")), int(item.get("run", 1))))
+            for key in sorted(keys - recorded):
+                yield self._finding(event.seq, "wrong_timers", key,
+                                    f"is {what} here by the rules, the history does not "
+                                    "record it")
+            for key in sorted(recorded - keys):
+                yield self._finding(event.seq, "wrong_timers", key,
+                                    f"is recorded {what} here, the rules do not do that")
 
     def _extension_allowed(self, clock: _Clock, key: _Key,
                            event: StoredEvent) -> Iterator[Finding]:

@@ -70,7 +70,9 @@ class Finding:
     extended, or by a role they do not allow); ``illegal_event`` (a submission the rules did
     not allow, an unknown event type, or an event other than a transition or migration that
     moves the state or changes fields), ``unknown_ruleset`` (an event's rule set is not
-    stored). Times in the detail are in the rules' zone.
+    stored), ``wrong_timers`` (a submission or transition records other clocks started,
+    stopped, paused or resumed than the timer rules do there). Times in the detail are in
+    the rules' zone.
     """
 
     number: str | None

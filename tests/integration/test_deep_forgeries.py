@@ -348,3 +348,33 @@ def test_a_raised_severity_re_derives_budgets_with_the_history_facts(
         assert engine.verify(deep=True).ok
     finally:
         engine.close()
+
+
+def test_clocks_the_rules_start_or_stop_are_the_ones_recorded(engine: Engine) -> None:
+    """Which clocks a step starts and stops is worked out again from the timer rules (as
+    ``sla.plan_event``), not taken from the payload."""
+    number = engine.submit(complaint_fields(), CS).number
+    engine.fire(number, "record", CS, {"readback_confirmed": True})  # stops registration
+    assert engine.verify(deep=True).ok
+
+    def bogus_stop(payload: dict[str, Any]) -> None:
+        payload["timers"]["stopped"].append({"run": 1, "timer": "first_response"})
+
+    forge(engine, number, 2, bogus_stop)
+    report = engine.verify(deep=True)
+    assert kinds(engine, number) == [(2, "wrong_timers")]
+    assert "timer first_response run 1 is recorded stopped here, the rules do not" in \
+        report.findings[0].detail
+    forge(engine, number, 2, lambda p: p["timers"]["stopped"].pop())
+    assert engine.verify(deep=True).ok
+
+    def never_started(payload: dict[str, Any]) -> None:
+        payload["timers"]["started"] = [t for t in payload["timers"]["started"]
+                                        if t["timer"] != "registration"]
+
+    forge(engine, number, 1, never_started)
+    found = kinds(engine, number)
+    assert (1, "wrong_timers") in found and (2, "wrong_timers") in found
+    details = [f.detail for f in engine.verify(deep=True).findings]
+    assert "timer registration run 1 is started here by the rules, the history does not " \
+        "record it" in details
