@@ -157,8 +157,23 @@ class Reported(click.ClickException):
             click.echo(f"error: {error_text(self.error)}", err=True)
 
 
+class _JsonUsageError(click.UsageError):
+    """A usage error under ``--json``: the same exit code (2), the message as a JSON
+    ``error`` document on stdout (``type`` ``UsageError``, ``message``, ``command``)."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+        self.error = error
+
+    def show(self, file: Any = None) -> None:
+        command = self.ctx.command_path if self.ctx is not None else None
+        click.echo(_dumps({"error": {"type": "UsageError", "message": self.format_message(),
+                                     "command": command}}))
+
+
 class _Group(click.Group):
-    """The root group: turns expected errors into ``Reported``."""
+    """The root group: turns expected errors into ``Reported``, and usage errors into JSON
+    under ``--json``."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -166,6 +181,11 @@ class _Group(click.Group):
         except (ComplaintflowError, CommandFailed) as exc:
             settings = ctx.obj if isinstance(ctx.obj, Settings) else None
             raise Reported(exc, settings.json if settings else False) from None
+        except click.UsageError as exc:
+            settings = ctx.obj if isinstance(ctx.obj, Settings) else None
+            if settings is not None and settings.json and not isinstance(exc, _JsonUsageError):
+                raise _JsonUsageError(exc) from None
+            raise
 
 
 # -- output helpers -------------------------------------------------------------------------

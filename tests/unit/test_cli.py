@@ -607,3 +607,13 @@ def test_numbers_too_large_for_the_database_are_usage_errors(db: Path,
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "range" in result.output
+
+
+def test_usage_errors_under_json_are_a_json_error_document(db: Path) -> None:
+    doc = cli_json(db, "list", "--state", "recieved", code=2)
+    assert doc["error"]["type"] == "UsageError"
+    assert "did you mean 'received'?" in doc["error"]["message"]
+    assert doc["error"]["command"].endswith(" list")  # the program name as invoked
+    assert cli_json(db, "list", "--offset", str(10**20), code=2)["error"]["type"] == "UsageError"
+    plain = cli(db, "list", "--state", "recieved")
+    assert plain.exit_code == 2 and not plain.stdout.strip()  # people get click's text
