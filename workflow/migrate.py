@@ -159,13 +159,52 @@ def _conditions(conn: Connection, engine: Engine, target: str,
     return out
 
 
+def _known_states(conn: Connection, engine: Engine, target: str) -> list[str]:
+    """The states of every rule set complaints are on, and of the target."""
+    versions = {target, *conn.execute(sa.select(C.c.ruleset).distinct()).scalars()}
+    return sorted({s for v in versions for s in engine.compiled(conn, v).rules.states})
+
+
+def _check_selection(conn: Connection, engine: Engine, target: str,
+                     states: list[str] | None, numbers: list[str] | None,
+                     state_map: Mapping[str, str]) -> None:
+    """Every state, state mapped from and number given names one that exists (a typo used
+    to select nothing, or leave a mapping unused, without a word)."""
+    problems: list[FieldProblem] = []
+    known = _known_states(conn, engine, target) if states or state_map else []
+
+    def unknown(field: str, value: str, among: list[str], what: str) -> None:
+        hint = did_you_mean(value, among)
+        problems.append(FieldProblem(field, f"{value!r} is not {what}"
+                                     + (f"; did you mean {hint!r}?" if hint else "")))
+
+    for state in states or ():
+        if state not in known:
+            unknown("states", state, known, "a state of any rule set in use")
+    for old in state_map:  # a mapped state the target lacks: the plan's item names it
+        if old not in known:
+            unknown(f"map.{old}", old, known, "a state of any rule set in use")
+    if numbers:
+        found = set(conn.execute(sa.select(C.c.number).where(C.c.number.in_(numbers)))
+                    .scalars())
+        for number in numbers:
+            if number not in found:
+                problems.append(FieldProblem("numbers", f"no complaint {number!r}"))
+    if problems:
+        raise InvalidInput(problems, context="selection")
+
+
 def _select(conn: Connection, engine: Engine, target: str, states: Iterable[str] | None,
-            numbers: Iterable[str] | None, where: Where | None = None) -> list[Any]:
+            numbers: Iterable[str] | None, where: Where | None = None,
+            state_map: Mapping[str, str] | None = None) -> list[Any]:
+    states = list(states) if states is not None else None
+    numbers = list(numbers) if numbers is not None else None
+    _check_selection(conn, engine, target, states, numbers, state_map or {})
     query = sa.select(C).where(C.c.ruleset != target).order_by(C.c.id)
     if states is not None:
-        query = query.where(C.c.state.in_(list(states)))
+        query = query.where(C.c.state.in_(states))
     if numbers is not None:
-        query = query.where(C.c.number.in_(list(numbers)))
+        query = query.where(C.c.number.in_(numbers))
     if where:
         query = query.where(*_conditions(conn, engine, target, where))
     rows = []
@@ -236,7 +275,7 @@ def plan(engine: Engine, to: str, *, states: Iterable[str] | None = None,
     with db.read(engine.database) as conn:
         target = resolve_hash(conn, to)
         return [_plan_one(conn, engine, row, target, state_map or {})
-                for row in _select(conn, engine, target, states, numbers, where)]
+                for row in _select(conn, engine, target, states, numbers, where, state_map)]
 
 
 def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None = None,
@@ -248,7 +287,7 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
     committed: list[CommittedEvent] = []
     with db.write(engine.database) as conn:
         target = resolve_hash(conn, to)
-        rows = _select(conn, engine, target, states, numbers, where)
+        rows = _select(conn, engine, target, states, numbers, where, state_map)
         items = [_plan_one(conn, engine, row, target, state_map or {}) for row in rows]
         refused = [i for i in items if not i.ok]
         if refused:

@@ -414,3 +414,21 @@ def test_apply_with_a_mapping_moves_every_open_complaint(world: World) -> None:
     # the engine still opened with the old rules keeps reading migrated complaints
     assert old.get(followed_up).ruleset == target
     assert old.replay(followed_up).state == "closed"
+
+
+def test_typos_in_the_selection_are_named_with_a_suggestion(unchanged_world: World) -> None:
+    """A misspelt state, a mapping from a state no rule set has, or an unknown number used
+    to plan nothing (or ignore the mapping) and exit 0."""
+    world = unchanged_world
+    target = world.new.rules.version
+    with pytest.raises(InvalidInput) as info:
+        plan(world.new, target, states=["recieved"], numbers=["NOPE"],
+             state_map={"revisitd": "revisited"})
+    shown = {p.field: p.message for p in info.value.problems}
+    assert set(shown) == {"states", "numbers", "map.revisitd"}
+    assert "did you mean 'received'?" in shown["states"]
+    assert "did you mean 'revisited'?" in shown["map.revisitd"]
+    before = dump(world.new)
+    with pytest.raises(InvalidInput):
+        apply(world.new, target, QM, states=["recieved"])
+    assert dump(world.new) == before
