@@ -202,6 +202,8 @@ class _Version:
     timer_fields: frozenset[str]  # all the timers' start conditions and budget variants read
     candidates: dict[tuple[str, str], tuple[CompiledTransition, ...]] = field(
         default_factory=dict)
+    steps: dict[tuple[str | None, str], tuple[frozenset[str], frozenset[str]]] = field(
+        default_factory=dict)
 
     @classmethod
     def of(cls, compiled: Compiled) -> _Version:
@@ -215,6 +217,20 @@ class _Version:
             for variant in timer.variants:
                 variants |= fields_read(variant.when)
         return cls(compiled, tuple(sorted(read)), frozenset(variants))
+
+    def clock_steps(self, trigger: str | None, to_state: str
+                    ) -> tuple[frozenset[str], frozenset[str]]:
+        """The timers a transition by ``trigger`` into ``to_state`` stops, and those that
+        pause in ``to_state`` (``sla.plan_event``), worked out once."""
+        key = (trigger, to_state)
+        found = self.steps.get(key)
+        if found is None:
+            definitions = [t.definition for t in self.compiled.timers.timers]
+            found = self.steps[key] = (
+                frozenset(d.id for d in definitions
+                          if to_state in d.stop or trigger in d.stop_triggers),
+                frozenset(d.id for d in definitions if to_state in d.pause))
+        return found
 
     def transitions(self, trigger: str, state: str) -> tuple[CompiledTransition, ...]:
         """The transitions ``trigger`` may take from ``state``, in the machine's order."""
@@ -398,8 +414,8 @@ class DeepVerifier:
                 clocks = _ClockCheck(self, number, self._zone(event.ruleset))
             if "timers" in p or event.type in _CLOCK_EVENTS or event.type in _PLANNED:
                 yield from clocks.event(event, p, at, self._scope_of(
-                    number, replayed, facts, builtins, received, event, at),
-                    plan=not step_found)
+                    number, replayed, facts, builtins, received, event, at, typed,
+                    typed_version), plan=not step_found)
         if clocks is not None:
             yield from clocks.missed(self._now)
         if stored is not None:
@@ -506,10 +522,12 @@ class DeepVerifier:
 
     def _scope_of(self, number: str, replayed: Replayed, facts: Facts,
                   builtins: dict[str, dict[str, Any]], received: datetime,
-                  event: StoredEvent, at: datetime) -> Callable[[str], Scope]:
+                  event: StoredEvent, at: datetime, typed: Mapping[str, Any],
+                  typed_version: _Version | None) -> Callable[[str], Scope]:
         """The scope the engine gives the timer rules after ``event``, with the fields the
-        budget variants read (built on demand: only a variant budget or an aligned start
-        reads it)."""
+        start conditions and budget variants read (built on demand: only a condition, a
+        variant budget or an aligned start reads it). ``typed``: the fields after the event
+        as ``typed_version`` decodes them, if it is the version asked for."""
         built: dict[str, Scope] = {}  # the same for every clock this event starts
 
         def scope(version: str) -> Scope:
@@ -523,9 +541,10 @@ class DeepVerifier:
             base = builtins.get(compiled.version)
             if base is None:
                 base = builtins[compiled.version] = compiled.builtins(number, received)
-            values = {**compiled.codec.decode({k: fields[k] for k in found.timer_fields
-                                               if k in fields}),
-                      **base, "severity": replayed.severity, "state": replayed.state}
+            decoded = typed if typed_version is found else compiled.codec.decode(
+                {k: fields[k] for k in found.timer_fields if k in fields})
+            values = {**decoded, **base, "severity": replayed.severity,
+                      "state": replayed.state}
             done = built[version] = compiled.scope(values, actor, facts, at)
             return done
 
@@ -581,6 +600,8 @@ class _ClockCheck:
         self._number = number
         self._zone = zone
         self.clocks: dict[_Key, _Clock] = {}
+        self.active: dict[str, _Key] = {}  # timer -> its last run not stopped
+        self.last_run: dict[str, int] = {}
         self._consent: dict[str, datetime] = {}  # timer -> the last consent given for it
         self._consent_event: tuple[int, str, str] | None = None  # (seq, timer, actor id)
 
@@ -660,6 +681,8 @@ class _ClockCheck:
             clock = self.clocks.get(key)
             if clock is not None:
                 clock.stopped = True  # deadlines already due still fire
+                if self.active.get(key[0]) == key:
+                    del self.active[key[0]]
                 clock.pending = {k: v for k, v in clock.pending.items() if v <= at}
         for kind in ("paused", "resumed", "rederived"):
             for item in changes.get(kind, ()):
@@ -705,6 +728,8 @@ class _ClockCheck:
             if not migrated and event.to_state in timer.definition.pause:
                 ledger.pause(at, f"state:{event.to_state}")
             clock = self.clocks[key] = _Clock(timer, timers, ledger, seq)
+            self.active[key[0]] = key
+            self.last_run[key[0]] = max(self.last_run.get(key[0], 0), key[1])
             wrong = self._derive(clock, key, seq, at, item.get("due_at"))
             if wrong is not None:
                 yield wrong
@@ -715,45 +740,48 @@ class _ClockCheck:
         at a submission or transition (``sla.plan_event``, from the clocks replayed so far),
         against the ones the event records (budgets are checked where they are derived)."""
         version = event.ruleset
-        timers = self._v.version(version).compiled.timers
-        kind = "receipt" if event.type == "submitted" else "transition"
+        found = self._v.version(version)
+        timers = found.compiled.timers
+        transition = event.type == "transition"
         trigger, to_state = event.trigger, event.to_state
-        active: dict[str, tuple[_Key, _Clock]] = {}
-        last_run: dict[str, int] = {}
-        for key, clock in self.clocks.items():
-            last_run[key[0]] = max(last_run.get(key[0], 0), key[1])
-            if not clock.stopped:
-                active[key[0]] = (key, clock)
-        expected: dict[str, set[_Key]] = {"stopped": set(), "paused": set(),
-                                          "resumed": set(), "started": set()}
-        for name, (key, clock) in active.items():
-            timer = timers.by_id.get(name)
-            if timer is None:
-                continue
-            definition = timer.definition
-            if kind == "transition" and (to_state in definition.stop
-                                         or trigger in definition.stop_triggers):
-                expected["stopped"].add(key)
-            elif to_state in definition.pause and not clock.ledger.paused:
-                expected["paused"].add(key)
-            elif clock.ledger.paused and to_state not in definition.pause:
-                expected["resumed"].add(key)
-        for timer in timers.starters(kind, trigger, event.from_state, to_state):
-            if timer.id in active:
+        stops, pauses = found.clock_steps(trigger, to_state)
+        stopped: list[_Key] = []
+        paused: list[_Key] = []
+        resumed: list[_Key] = []
+        clocks = self.clocks
+        for name, key in self.active.items():
+            if transition and name in stops:
+                stopped.append(key)
+            elif name in pauses:
+                if not clocks[key].ledger.paused:
+                    paused.append(key)
+            elif clocks[key].ledger.paused and name in timers.by_id:
+                resumed.append(key)
+        started: list[_Key] = []
+        for timer in timers.starters("transition" if transition else "receipt", trigger,
+                                     event.from_state, to_state):
+            if timer.id in self.active:
                 continue
             if timer.condition is not None and not timer.condition(scope(version)):
                 continue
-            expected["started"].add((timer.id, last_run.get(timer.id, 0) + 1))
-        for what, keys in expected.items():
+            started.append((timer.id, self.last_run.get(timer.id, 0) + 1))
+        for what, keys in (("stopped", stopped), ("paused", paused), ("resumed", resumed),
+                           ("started", started)):
+            items = changes.get(what, ())
+            if not keys and not items:
+                continue
             recorded: set[_Key] = set()
-            for item in changes.get(what, ()):
+            for item in items:
                 if isinstance(item, Mapping):
                     recorded.add((str(item.get("timer")), int(item.get("run", 1))))
-            for key in sorted(keys - recorded):
+            expected = set(keys)
+            if expected == recorded:
+                continue
+            for key in sorted(expected - recorded):
                 yield self._finding(event.seq, "wrong_timers", key,
                                     f"is {what} here by the rules, the history does not "
                                     "record it")
-            for key in sorted(recorded - keys):
+            for key in sorted(recorded - expected):
                 yield self._finding(event.seq, "wrong_timers", key,
                                     f"is recorded {what} here, the rules do not do that")
 
