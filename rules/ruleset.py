@@ -16,7 +16,7 @@ from complaintflow.rules.model import (
 )
 from complaintflow.rules.values import ValueType, type_of_field
 
-__all__ = ["BUILTIN_FIELDS", "RuleSet"]
+__all__ = ["BUILTIN_FIELDS", "RuleSet", "raise_level"]
 
 #: Subjects every condition may read besides the declared fields.
 BUILTIN_FIELDS = ("severity", "state", "number", "received_at", "received_in_working_time",
@@ -115,3 +115,14 @@ class RuleSet:
         if s is None:
             return state
         return s.label.zh if lang == "zh" else s.label.en
+
+
+def raise_level(levels: tuple[str, ...], current: str | None, level: str) -> str:
+    """``current`` raised to ``level`` if that is higher (``levels`` lowest first), as a
+    breach's ``raise_severity`` does; a level that is not listed changes nothing, and a
+    current one that is not listed (or none) is below every listed one."""
+    if level not in levels:
+        return level if current is None else current
+    if current is None or current not in levels or levels.index(level) > levels.index(current):
+        return level
+    return current

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
 from complaintflow.errors import ComplaintflowError, NotFound, TransitionRefused
+from complaintflow.rules.ruleset import raise_level
 from complaintflow.states.conditions import Facts, Scope, fields_read
 from complaintflow.states.guards import CompiledTransition
 from complaintflow.timers import CompiledTimer, Ledger, TimerSet, parse_iso
@@ -388,10 +389,9 @@ class DeepVerifier:
                          event.to_state, at)
             if event.type == "timer_breached":
                 level = p.get("actions", {}).get("raise_severity")
-                if level is not None:
-                    levels = self.version(event.ruleset).compiled.rules.severity_levels
-                    if floor is None or levels.index(level) > levels.index(floor):
-                        floor = level
+                if isinstance(level, str):
+                    floor = raise_level(
+                        self.version(event.ruleset).compiled.rules.severity_levels, floor, level)
             if typed_version is not None and ("fields" in p or "set" in p
                                               or "dropped_fields" in p):
                 codec = typed_version.compiled.codec
@@ -493,11 +493,8 @@ class DeepVerifier:
             expected = replayed.severity
             level = p.get("actions", {}).get("raise_severity") \
                 if type_ == "timer_breached" and isinstance(p.get("actions"), dict) else None
-            levels = rules.severity_levels
-            if level is not None and level in levels and (
-                    expected is None or expected not in levels
-                    or levels.index(level) > levels.index(expected)):
-                expected = level
+            if isinstance(level, str) and level in rules.severity_levels:
+                expected = raise_level(rules.severity_levels, expected, level)
             if p["severity"] != expected:
                 yield Finding(number, seq, "wrong_severity",
                               f"a {type_!r} event records severity {p['severity']!r}, the "

@@ -39,6 +39,7 @@ from complaintflow.compiled import Compiled
 from complaintflow.engine import CommittedEvent, Engine, build_event, insert_ignore
 from complaintflow.errors import TransitionRefused
 from complaintflow.rules.model import ReviewDef
+from complaintflow.rules.ruleset import raise_level
 from complaintflow.states.conditions import Scope
 from complaintflow.storage import db
 from complaintflow.storage.hashing import canonical, iso
@@ -100,12 +101,6 @@ class TickReport:
         self.breaches += batch.breaches
         self.batches += 1
         self.max_lateness = max(self.max_lateness, batch.max_lateness)
-
-
-def _raise(levels: tuple[str, ...], current: str | None, level: str) -> str:
-    if current is None or levels.index(level) > levels.index(current):
-        return level
-    return current
 
 
 # -- the statements of a batch, built once (SQLAlchemy caches their compiled form) -----------
@@ -362,9 +357,9 @@ class Scheduler:
                         if b.raise_severity is not None:
                             levels = comp.compiled.rules.severity_levels
                             before = comp.severity
-                            comp.severity_floor = _raise(levels, comp.severity_floor,
+                            comp.severity_floor = raise_level(levels, comp.severity_floor,
                                                          b.raise_severity)
-                            comp.severity = _raise(levels, comp.severity, b.raise_severity)
+                            comp.severity = raise_level(levels, comp.severity, b.raise_severity)
                             actions["raise_severity"] = b.raise_severity
                             if comp.severity != before:
                                 raised[comp.id] = comp

@@ -318,3 +318,14 @@ def test_value_type_helpers() -> None:
     assert ValueType("enum", ("a",)).comparable_with(ValueType("string"))
     assert not ValueType("decimal").comparable_with(ValueType("string"))
     assert not ValueType("date").comparable_with(ValueType("datetime"))
+
+
+def test_raise_level_only_ever_raises() -> None:
+    from complaintflow.rules.ruleset import raise_level
+
+    levels = ("general", "major")
+    assert raise_level(levels, None, "general") == "general"
+    assert raise_level(levels, "general", "major") == "major"
+    assert raise_level(levels, "major", "general") == "major"
+    assert raise_level(levels, "forged", "general") == "general"  # unknown counts lowest
+    assert raise_level(levels, "major", "forged") == "major"  # an unknown level: no change
