@@ -24,6 +24,7 @@ from complaintflow.audit import resolve_hash
 from complaintflow.engine import CommittedEvent, build_event
 from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput
 from complaintflow.rules.check import did_you_mean
+from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field
 from complaintflow.states.conditions import Facts
 from complaintflow.storage import db
@@ -120,8 +121,7 @@ def _conditions(conn: Connection, engine: Engine, target: str,
     """``where`` as SQL conditions on the complaints table, after checking every key and value
     (states and severities against the rule sets in use, did-you-mean included)."""
     problems = _key_problems(where)
-    versions = {target, *conn.execute(sa.select(C.c.ruleset).distinct()).scalars()}
-    rules = [engine.compiled(conn, v).rules for v in sorted(versions)]
+    rules = _rules_in_use(conn, engine, target)
     known = {"state": sorted({s for r in rules for s in r.states}),
              "severity": sorted({s for r in rules for s in r.severity_levels})}
     out: list[sa.ColumnElement[bool]] = []
@@ -149,20 +149,24 @@ def _conditions(conn: Connection, engine: Engine, target: str,
             continue
         for value in values:
             if key in known and value not in known[key]:
-                hint = did_you_mean(value, known[key])
-                problems.append(FieldProblem(
-                    f"where.{key}", f"{value!r} is not a {key} of any rule set in use"
-                    + (f"; did you mean {hint!r}?" if hint else "")))
+                problems.append(_unknown(f"where.{key}", value, known[key],
+                                         f"a {key} of any rule set in use"))
         out.append(C.c[key].in_(values))
     if problems:
         raise InvalidInput(problems, context="selection")
     return out
 
 
-def _known_states(conn: Connection, engine: Engine, target: str) -> list[str]:
-    """The states of every rule set complaints are on, and of the target."""
+def _rules_in_use(conn: Connection, engine: Engine, target: str) -> list[RuleSet]:
+    """The rule sets complaints are on, and the target."""
     versions = {target, *conn.execute(sa.select(C.c.ruleset).distinct()).scalars()}
-    return sorted({s for v in versions for s in engine.compiled(conn, v).rules.states})
+    return [engine.compiled(conn, v).rules for v in sorted(versions)]
+
+
+def _unknown(field: str, value: str, among: list[str], what: str) -> FieldProblem:
+    hint = did_you_mean(value, among)
+    return FieldProblem(field, f"{value!r} is not {what}"
+                        + (f"; did you mean {hint!r}?" if hint else ""))
 
 
 def _check_selection(conn: Connection, engine: Engine, target: str,
@@ -171,19 +175,14 @@ def _check_selection(conn: Connection, engine: Engine, target: str,
     """Every state, state mapped from and number given names one that exists (a typo used
     to select nothing, or leave a mapping unused, without a word)."""
     problems: list[FieldProblem] = []
-    known = _known_states(conn, engine, target) if states or state_map else []
-
-    def unknown(field: str, value: str, among: list[str], what: str) -> None:
-        hint = did_you_mean(value, among)
-        problems.append(FieldProblem(field, f"{value!r} is not {what}"
-                                     + (f"; did you mean {hint!r}?" if hint else "")))
-
-    for state in states or ():
-        if state not in known:
-            unknown("states", state, known, "a state of any rule set in use")
-    for old in state_map:  # a mapped state the target lacks: the plan's item names it
-        if old not in known:
-            unknown(f"map.{old}", old, known, "a state of any rule set in use")
+    known = sorted({s for r in _rules_in_use(conn, engine, target) for s in r.states}) \
+        if states or state_map else []
+    what = "a state of any rule set in use"
+    problems += [_unknown("states", state, known, what)
+                 for state in states or () if state not in known]
+    # a mapped-to state the target lacks: the plan's item names it
+    problems += [_unknown(f"map.{old}", old, known, what)
+                 for old in state_map if old not in known]
     if numbers:
         found = set(conn.execute(sa.select(C.c.number).where(C.c.number.in_(numbers)))
                     .scalars())

@@ -203,8 +203,6 @@ class _Version:
     timer_fields: frozenset[str]  # all the timers' start conditions and budget variants read
     candidates: dict[tuple[str, str], tuple[CompiledTransition, ...]] = field(
         default_factory=dict)
-    steps: dict[tuple[str | None, str], tuple[frozenset[str], frozenset[str]]] = field(
-        default_factory=dict)
 
     @classmethod
     def of(cls, compiled: Compiled) -> _Version:
@@ -218,20 +216,6 @@ class _Version:
             for variant in timer.variants:
                 variants |= fields_read(variant.when)
         return cls(compiled, tuple(sorted(read)), frozenset(variants))
-
-    def clock_steps(self, trigger: str | None, to_state: str
-                    ) -> tuple[frozenset[str], frozenset[str]]:
-        """The timers a transition by ``trigger`` into ``to_state`` stops, and those that
-        pause in ``to_state`` (``sla.plan_event``), worked out once."""
-        key = (trigger, to_state)
-        found = self.steps.get(key)
-        if found is None:
-            definitions = [t.definition for t in self.compiled.timers.timers]
-            found = self.steps[key] = (
-                frozenset(d.id for d in definitions
-                          if to_state in d.stop or trigger in d.stop_triggers),
-                frozenset(d.id for d in definitions if to_state in d.pause))
-        return found
 
     def transitions(self, trigger: str, state: str) -> tuple[CompiledTransition, ...]:
         """The transitions ``trigger`` may take from ``state``, in the machine's order."""
@@ -304,11 +288,8 @@ class DeepVerifier:
         severity_memo: tuple[Any, ...] | None = None  # (version, floor, values, severity)
         clocks: _ClockCheck | None = None
         for event in events:
-            try:
-                raw: Any = event.parsed()
-            except ValueError:
-                raw = None
-            if not isinstance(raw, dict):
+            raw = event.parsed()
+            if raw is None:
                 yield Finding(number, event.seq, "bad_payload",
                               "the stored payload is not a JSON object")
                 return
@@ -741,7 +722,7 @@ class _ClockCheck:
         timers = found.compiled.timers
         transition = event.type == "transition"
         trigger, to_state = event.trigger, event.to_state
-        stops, pauses = found.clock_steps(trigger, to_state)
+        stops, pauses = timers.stops_and_pauses(trigger, to_state)
         stopped: list[_Key] = []
         paused: list[_Key] = []
         resumed: list[_Key] = []

@@ -166,6 +166,7 @@ class TimerSet:
         self.by_id = {t.id: t for t in self.timers}
         self._leads: dict[tuple[str, int], timedelta] = {}
         self._plans: dict[str, tuple[CompiledTimer, tuple[_WarningStep, ...]]] = {}
+        self._steps: dict[tuple[str | None, str], tuple[frozenset[str], frozenset[str]]] = {}
         self._starters: dict[tuple[str, str | None, str | None, str],
                              tuple[CompiledTimer, ...]] = {}
         #: a raised severity can change some clock's budget (variants read severity)
@@ -184,6 +185,20 @@ class TimerSet:
                 t for t in self.timers
                 if _starts(t, kind, trigger, from_state, to_state)
                 and to_state not in t.definition.stop)
+        return found
+
+    def stops_and_pauses(self, trigger: str | None, to_state: str
+                         ) -> tuple[frozenset[str], frozenset[str]]:
+        """The ids of the timers a transition by ``trigger`` into ``to_state`` stops, and of
+        those that pause in ``to_state`` (as ``sla.plan_event`` decides), worked out once."""
+        key = (trigger, to_state)
+        found = self._steps.get(key)
+        if found is None:
+            definitions = [t.definition for t in self.timers]
+            found = self._steps[key] = (
+                frozenset(d.id for d in definitions
+                          if to_state in d.stop or trigger in d.stop_triggers),
+                frozenset(d.id for d in definitions if to_state in d.pause))
         return found
 
     def calendar_of(self, timer: CompiledTimer) -> WorkingCalendar | None:

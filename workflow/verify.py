@@ -123,12 +123,16 @@ class StoredEvent(NamedTuple):
     prev_hash: str
     hash: str
 
-    def parsed(self) -> dict[str, Any]:
-        """The payload; raises the parser's error if the stored text is not JSON."""
-        if self.payload is None:
-            loaded: dict[str, Any] = json.loads(self.payload_text)
-            return loaded
-        return self.payload
+    def parsed(self) -> dict[str, Any] | None:
+        """The payload, or ``None`` if the stored text is not a JSON object (the reader's
+        fast parser refused it: the standard one gets a second try)."""
+        if self.payload is not None:
+            return self.payload
+        try:
+            loaded = json.loads(self.payload_text)
+        except (TypeError, ValueError, RecursionError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
 
 
 #: What ``verify_all`` hands each complaint to for the deep part: the complaint's row and its
@@ -282,11 +286,8 @@ def _check_chain(row: Any, events: Sequence[StoredEvent],
                                f"starts in {ev.from_state!r} but the complaint was in "
                                f"{last.to_state!r}"))
             return out
-        try:
-            payload: Any = ev.parsed()
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
+        payload = ev.parsed()
+        if payload is None:
             out.append(Finding(number, ev.seq, "bad_payload",
                                "the stored payload is not a JSON object"))
             return out
