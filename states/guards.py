@@ -28,6 +28,7 @@ from complaintflow.errors import (
     RoleNotAllowed,
     SeparationOfDuties,
     TransitionRefused,
+    hint,
 )
 from complaintflow.rules.model import TransitionDef
 from complaintflow.rules.ruleset import RuleSet
@@ -105,7 +106,8 @@ class CompiledTransition:
         for name, raw in data.items():
             field = rules.fields.get(name)
             if field is None:
-                problems.append(FieldProblem(name, "no such field"))
+                problems.append(FieldProblem(name, "no such field"
+                                             + hint(str(name), rules.fields)))
             elif name not in self.settable:
                 problems.append(FieldProblem(name, f"{self.trigger!r} may not set this field"))
             elif raw is None:

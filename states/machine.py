@@ -16,7 +16,7 @@ from typing import Any
 from transitions import EventData, Machine
 
 from complaintflow.actor import Actor
-from complaintflow.errors import TriggerNotAllowed, UnknownTrigger
+from complaintflow.errors import TriggerNotAllowed, UnknownTrigger, hint
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.states.conditions import Facts, Scope, severity_function
 from complaintflow.states.guards import CompiledTransition, Refusal, compile_transition
@@ -147,7 +147,8 @@ class ComplaintMachine:
         """Run the guards and the machine step; raise the specific refusal if refused."""
         if trigger not in self._sources:
             raise UnknownTrigger(number, trigger, state,
-                                 f"no trigger {trigger!r} in rule set {self.rules.name!r}")
+                                 f"no trigger {trigger!r} in rule set {self.rules.name!r}"
+                                 + hint(trigger, self._sources))
         if state not in self._sources[trigger]:
             allowed = ", ".join(sorted(self._sources[trigger]))
             raise TriggerNotAllowed(number, trigger, state,

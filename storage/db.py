@@ -16,7 +16,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from complaintflow.errors import ConcurrentUpdate, StorageError
+from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput, StorageError
 from complaintflow.storage.tables import UTCDateTime
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "alembic_config", "autocommit",
@@ -44,26 +44,54 @@ def sqlite_pragmas(*, memory: bool = False) -> tuple[str, ...]:
     )
 
 
+_URL_FORMS = "sqlite:///FILE, sqlite:// (in memory) or postgresql://USER@HOST:PORT/DATABASE"
+
+
+def _bad_url(message: str) -> InvalidInput:
+    return InvalidInput([FieldProblem("url", f"{message} (expected {_URL_FORMS})")],
+                        context="database URL")
+
+
 def _normalise(url: str | URL) -> URL:
-    parsed = make_url(url)
+    if not isinstance(url, str | URL):
+        raise _bad_url(f"text, not {type(url).__name__}")
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        # the parser's message may quote a password: say only what is wrong
+        raise _bad_url("not a database URL" if "://" not in str(url)
+                       else "a malformed database URL (host, port or query)") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
 
 
-def connect(url: str | URL, **kwargs: Any) -> Engine:
+def connect(url: str | URL, *, pool_size: int | None = None, max_overflow: int | None = None,
+            **kwargs: Any) -> Engine:
     """An engine for ``url``. SQLite gets WAL with durable commits (``synchronous=FULL``),
     foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for write transactions so writers
-    queue instead of failing."""
+    queue instead of failing. ``pool_size`` and ``max_overflow`` size the connection pool
+    (SQLAlchemy's defaults, 5 and 10, when None; an in-memory SQLite database has one
+    connection)."""
     parsed = _normalise(url)
+    memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "",
+                                                                           ":memory:")
+    if not memory:
+        if pool_size is not None:
+            kwargs["pool_size"] = pool_size
+        if max_overflow is not None:
+            kwargs["max_overflow"] = max_overflow
     if parsed.get_backend_name() == "sqlite":
-        memory = parsed.database in (None, "", ":memory:")
-        engine = sa.create_engine(
-            parsed,
-            poolclass=StaticPool if memory else None,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            **kwargs,
-        )
+        try:
+            engine = sa.create_engine(
+                parsed,
+                poolclass=StaticPool if memory else None,
+                connect_args={"check_same_thread": False,
+                              "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                **kwargs,
+            )
+        except sa.exc.NoSuchModuleError:
+            raise _bad_url(f"unknown SQLite driver {parsed.get_driver_name()!r}") from None
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -88,9 +116,14 @@ def connect(url: str | URL, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # no pool_pre_ping: it costs a round trip per transaction; stale connections are
         # recycled instead (a dropped connection fails one call as a StorageError)
-        return sa.create_engine(parsed, pool_recycle=1800, **kwargs)
-    raise StorageError(f"unsupported database {parsed.get_backend_name()!r}; "
-                       "use sqlite:///FILE or postgresql://...")
+        try:
+            return sa.create_engine(parsed, pool_recycle=1800, **kwargs)
+        except sa.exc.NoSuchModuleError:
+            raise _bad_url(f"unknown PostgreSQL driver {parsed.get_driver_name()!r}") from None
+        except ImportError as exc:
+            raise StorageError(f"the PostgreSQL driver cannot be imported ({exc}); install "
+                               "complaintflow[postgres]", exc) from None
+    raise _bad_url(f"unsupported database {parsed.get_backend_name()!r}")
 
 
 @contextlib.contextmanager

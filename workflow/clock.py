@@ -30,22 +30,37 @@ class SimulatedClock:
     """A clock that moves only when told to (tests, the demo, dry runs)."""
 
     def __init__(self, start: datetime) -> None:
-        if start.tzinfo is None:
-            raise ValueError("SimulatedClock needs an aware start")
-        self._now = start.astimezone(UTC)
+        self._now = _aware("start", start)
 
     def __call__(self) -> datetime:
         return self._now
 
     def advance(self, delta: timedelta) -> datetime:
-        if delta < timedelta(0):
-            raise ValueError("a clock does not run backwards")
-        self._now += delta
+        if not isinstance(delta, timedelta) or delta < timedelta(0):
+            raise InvalidInput([FieldProblem("delta", f"{delta!r}: a clock moves only forward "
+                                             "(a non-negative timedelta)")], context="clock")
+        try:
+            self._now += delta
+        except OverflowError:
+            raise InvalidInput([FieldProblem("delta", f"{delta!r} moves the clock past the "
+                                             "year 9999")], context="clock") from None
         return self._now
 
     def set(self, moment: datetime) -> None:
-        if moment.tzinfo is None:
-            raise ValueError("aware datetimes only")
-        if moment.astimezone(UTC) < self._now:
-            raise ValueError("a clock does not run backwards")
-        self._now = moment.astimezone(UTC)
+        moment = _aware("moment", moment)
+        if moment < self._now:
+            raise InvalidInput([FieldProblem("moment", f"{moment.isoformat()} is before the "
+                                             f"clock's {self._now.isoformat()}: a clock does "
+                                             "not run backwards")], context="clock")
+        self._now = moment
+
+
+def _aware(name: str, moment: object) -> datetime:
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidInput([FieldProblem(name, f"{moment!r} is not an aware datetime")],
+                           context="clock")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput([FieldProblem(name, f"{moment!r} is out of range in UTC")],
+                           context="clock") from None

@@ -38,6 +38,8 @@ from complaintflow.clock import SimulatedClock
 from complaintflow.engine import CommittedEvent, Engine
 from complaintflow.errors import (
     ApprovalMissing,
+    FieldProblem,
+    InvalidInput,
     MissingFields,
     RoleNotAllowed,
     SeparationOfDuties,
@@ -1270,8 +1272,8 @@ def run_demo(
     when the engine was opened with it; it is moved to ``DEMO_START`` if earlier). Use a
     fresh database: the summary describes this run's complaints only.
     """
-    if count < 1:
-        raise ValueError("count must be at least 1")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidInput([FieldProblem("count", "at least 1")], context="demo")
     needed = {
         "record",
         "confirm",
@@ -1291,14 +1293,17 @@ def run_demo(
         *TIMING_STEPS,
     }
     if not needed <= set(engine.rules.triggers):
-        raise ValueError("run_demo walks the default procedure; the engine has other rules")
+        raise InvalidInput([FieldProblem("engine", "run_demo walks the default procedure; "
+                                         "the engine has other rules")], context="demo")
     if clock is None:
         found = engine.clock
         if not isinstance(found, SimulatedClock):
-            raise ValueError("run_demo needs an engine opened with a SimulatedClock")
+            raise InvalidInput([FieldProblem("clock", "run_demo needs an engine opened with a "
+                                             "SimulatedClock")], context="demo")
         clock = found
     if clock() > DEMO_START.astimezone(UTC):
-        raise ValueError(f"the clock is past the demo start {DEMO_START.isoformat()}")
+        raise InvalidInput([FieldProblem("clock", "the clock is past the demo start "
+                                         f"{DEMO_START.isoformat()}")], context="demo")
     clock.set(DEMO_START)
     sim = _Simulation(engine, clock, random.Random(seed))
     unsubscribe = engine.subscribe(sim.observe)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from complaintflow.errors import (
     NotFound,
     RoleNotAllowed,
     TimerRefused,
+    hint,
 )
 from complaintflow.replay import Replayed
 from complaintflow.rules.loader import load_rules, parse_rules
@@ -278,15 +279,24 @@ def _index_value(values: Mapping[str, Any], name: str | None) -> str | None:
     return str(values[name])[:200]
 
 
+_VERSION_TEXT = "a complaint version: a whole number from 1 (the submission) up"
+
+
+def _is_version(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**62
+
+
 class Engine:
     """A complaint engine bound to one database and one current rule set."""
 
-    def __init__(self, sa_engine: SAEngine, rules: RuleSet, clock: Clock) -> None:
+    def __init__(self, sa_engine: SAEngine, rules: RuleSet, clock: Clock, *,
+                 pool_size: int | None = None, max_overflow: int | None = None) -> None:
         self._db = sa_engine
         #: PostgreSQL: a pool of its own whose connections stay in autocommit, for fires
         #: (``_fire_autocommit``): switching a pooled connection to autocommit and back on
         #: every fire cost about 23 us of CPU (measured; ``docs/benchmarks.md``)
-        self._autocommit_db = (db.connect(sa_engine.url, isolation_level="AUTOCOMMIT")
+        self._autocommit_db = (db.connect(sa_engine.url, isolation_level="AUTOCOMMIT",
+                                          pool_size=pool_size, max_overflow=max_overflow)
                                if sa_engine.dialect.name == "postgresql" else None)
         self.rules = rules
         self._clock = clock
@@ -308,13 +318,31 @@ class Engine:
         clock: Clock | None = None,
         *,
         loaded_by: str | None = None,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
     ) -> Engine:
         """Open (creating or upgrading the schema) with ``rules`` (a path, a loaded
-        ``RuleSet``, or ``None`` for the shipped default) and ``clock`` (default: system)."""
+        ``RuleSet``, or ``None`` for the shipped default) and ``clock`` (default: system).
+
+        ``pool_size`` and ``max_overflow`` size each connection pool (SQLAlchemy's 5 and 10
+        by default). On PostgreSQL the engine holds two pools (``databases``), so it may
+        keep up to twice ``pool_size`` connections idle and open twice ``pool_size +
+        max_overflow`` at most."""
+        problems = [FieldProblem(name, f"an integer from {low} to 1000, or None")
+                    for name, value, low in (("pool_size", pool_size, 1),
+                                             ("max_overflow", max_overflow, 0))
+                    if value is not None and (isinstance(value, bool)
+                                              or not isinstance(value, int)
+                                              or not low <= value <= 1000)]
+        if clock is not None and not callable(clock):
+            problems.append(FieldProblem("clock", "a callable returning an aware datetime"))
+        if problems:
+            raise InvalidInput(problems, context="engine options")
         ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
         Compiled.build(ruleset)  # before anything is stored: a rule set that cannot run is not
         clock = clock or system_clock
-        sa_engine = db.connect(url)
+        pools = {"pool_size": pool_size, "max_overflow": max_overflow}
+        sa_engine = db.connect(url, **pools)
         try:
             with db.write(sa_engine) as conn:
                 if conn.dialect.name == "postgresql":
@@ -332,7 +360,7 @@ class Engine:
         except BaseException:
             sa_engine.dispose()
             raise
-        return cls(sa_engine, ruleset, clock)
+        return cls(sa_engine, ruleset, clock, **pools)
 
     def close(self) -> None:
         self._db.dispose()
@@ -438,9 +466,10 @@ class Engine:
             problems.append(FieldProblem("actor.id", "a non-empty id of at most 200 characters"))
         elif actor.id.startswith("system:") and not system:
             problems.append(FieldProblem("actor.id", "ids starting with 'system:' are reserved"))
-        unknown = [r for r in actor.roles if r not in rules.roles]
-        if unknown:
-            problems.append(FieldProblem("actor.roles", f"unknown roles {', '.join(unknown)}"))
+        for role in actor.roles:
+            if role not in rules.roles:
+                problems.append(FieldProblem("actor.roles", f"unknown role {role!r}"
+                                             + hint(role, rules.roles)))
         department = actor.department
         if department is not None and (not isinstance(department, str) or not department
                                        or len(department) > 200):
@@ -460,7 +489,8 @@ class Engine:
         for name, raw in fields.items():
             fdef = rules.fields.get(name)
             if fdef is None:
-                problems.append(FieldProblem(str(name), "no such field"))
+                problems.append(FieldProblem(str(name), "no such field" + hint(
+                    str(name), rules.fields if allowed == "*" else allowed)))
             elif allowed != "*" and name not in allowed:
                 problems.append(FieldProblem(name, "cannot be given at submission"))
             elif raw is not None:
@@ -613,10 +643,8 @@ class Engine:
             problems.append(FieldProblem("trigger", "a trigger name (text)"))
         if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
             problems.append(FieldProblem("comment", "text of at most 2000 characters"))
-        if expected_version is not None and (
-            isinstance(expected_version, bool) or not isinstance(expected_version, int)
-        ):
-            problems.append(FieldProblem("expected_version", "an integer"))
+        if expected_version is not None and not _is_version(expected_version):
+            problems.append(FieldProblem("expected_version", _VERSION_TEXT))
         if problems:
             raise InvalidInput(problems)
         data = dict(data or {})
@@ -850,6 +878,8 @@ class Engine:
             problems.append(FieldProblem("amount", "at most 100 years of the clock's unit"))
         if not isinstance(reason, str) or not reason.strip():
             problems.append(FieldProblem("reason", "required"))
+        if expected_version is not None and not _is_version(expected_version):
+            problems.append(FieldProblem("expected_version", _VERSION_TEXT))
         if problems:
             raise InvalidInput(problems, context="extension")
         with db.write(self._db, number) as conn:
@@ -862,7 +892,7 @@ class Engine:
                 raise ConcurrentUpdate(number, expected_version, row.version)
             compiled_timer = compiled.timers.by_id.get(timer)
             if compiled_timer is None:
-                raise NotFound("timer", timer)
+                raise NotFound("timer", timer, compiled.timers.by_id)
             tdef = compiled_timer.definition
             trow = conn.execute(sa.select(T).where(
                 T.c.complaint_id == row.id, T.c.timer == timer, T.c.status != "stopped")).first()
@@ -905,8 +935,14 @@ class Engine:
         self.notify([CommittedEvent(consent_event, None), CommittedEvent(extended, None)])
         return self.timers(number)
 
-    @staticmethod
-    def _extension_too_late(conn: Connection, trow: Any, given_at: datetime,
+    def shown(self, moment: datetime) -> str:
+        """``moment`` as people read it in messages: in the rules' zone, to the minute (to
+        the second when it has seconds)."""
+        local = moment.astimezone(self._zone)
+        spec = "minutes" if local.second == local.microsecond == 0 else "seconds"
+        return f"{local.isoformat(sep=' ', timespec=spec)} ({self._zone.key})"
+
+    def _extension_too_late(self, conn: Connection, trow: Any, given_at: datetime,
                             now: datetime) -> str | None:
         """Why an extension of the clock run ``trow`` comes too late, if it does: its breach
         is recorded; or it is due at or before now, fired or not (the scheduler may be
@@ -919,12 +955,12 @@ class Engine:
             sa.select(sa.func.min(D.c.due_at)).where(
                 D.c.timer_id == trow.id, D.c.kind == "breach", D.c.due_at <= now)).scalar()
         if passed is not None:
-            return (f"the deadline {to_json(passed)} has already passed (the breach is not "
+            return (f"the deadline {self.shown(passed)} has already passed (the breach is not "
                     f"recorded yet): an extension must be agreed in advance")
         # implied today (a consent cannot lie in the future), stated for its own sake
         if pending is not None and given_at > pending:
-            return (f"the customer's consent ({to_json(given_at)}) came after the deadline "
-                    f"{to_json(pending)}: an extension must be agreed in advance")
+            return (f"the customer's consent ({self.shown(given_at)}) came after the deadline "
+                    f"{self.shown(pending)}: an extension must be agreed in advance")
         return None
 
     def timers(self, number: str) -> list[TimerView]:
@@ -1245,6 +1281,8 @@ class Engine:
         if problems:
             raise InvalidInput(problems, context="search")
         with db.read(self._db) as conn:
+            self._check_filters(conn, states if state is not None else (), severity,
+                                department)
             total = conn.execute(sa.select(sa.func.count()).select_from(C).where(*where)
                                  ).scalar_one()
             rows = conn.execute(sa.select(C).where(*where).order_by(C.c.id)
@@ -1253,6 +1291,48 @@ class Engine:
             items = tuple(self._view(self.compiled(conn, r.ruleset).codec, r, roles)
                           for r in rows)
         return Page(items, total, limit, offset)
+
+    def _check_filters(self, conn: Connection, states: Iterable[str], severity: str | None,
+                       department: str | None) -> None:
+        """Refuse a state, severity or department no stored rule set knows: a misspelt
+        filter would otherwise match nothing and look like an empty result."""
+        def known() -> Iterator[RuleSet]:
+            yield self.rules
+            for version in conn.execute(sa.select(R.c.hash).order_by(R.c.hash)).scalars():
+                if version != self.rules.version:
+                    yield self.compiled(conn, version).rules
+
+        def departments(rules: RuleSet) -> tuple[str, ...] | None:
+            name = rules.definition.department_field
+            fdef = rules.fields.get(name) if name else None
+            return tuple(fdef.values) if fdef is not None and fdef.type == "enum" \
+                and fdef.values else None
+
+        Among = Callable[[RuleSet], tuple[str, ...] | None]
+        wanted: list[tuple[str, str, Among]] = [
+            ("state", s, lambda r: tuple(r.states)) for s in states]
+        if severity is not None:
+            wanted.append(("severity", severity, lambda r: r.severity_levels))
+        if department is not None:
+            wanted.append(("department", department, departments))
+        problems: list[FieldProblem] = []
+        for name, value, among in wanted:
+            seen: set[str] = set()
+            free = False  # some rule set takes any text here
+            for rules in known():
+                values = among(rules)
+                if values is None:
+                    free = True
+                    break
+                if value in values:
+                    break
+                seen.update(values)
+            else:
+                if not free:
+                    problems.append(FieldProblem(name, f"{value!r} is declared by no rule set "
+                                                 f"in use" + hint(value, seen)))
+        if problems:
+            raise InvalidInput(problems, context="search")
 
     def available_triggers(self, number: str, actor: Actor) -> list[TriggerOption]:
         """Every transition out of the current state, allowed or not (with the failing check

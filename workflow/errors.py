@@ -24,7 +24,8 @@ Every exception carries its facts as attributes; the message is for people.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -48,7 +49,21 @@ __all__ = [
     "TransitionRefused",
     "TriggerNotAllowed",
     "UnknownTrigger",
+    "did_you_mean",
+    "hint",
 ]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a misspelt ``word``, if one is close enough."""
+    matches = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def hint(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or nothing."""
+    found = did_you_mean(word, candidates)
+    return f"; did you mean {found!r}?" if found else ""
 
 
 class ComplaintflowError(Exception):
@@ -216,10 +231,15 @@ class ConcurrentUpdate(ComplaintflowError):
 
 
 class NotFound(ComplaintflowError):
-    def __init__(self, kind: str, key: str) -> None:
+    """No ``kind`` called ``key``; ``suggestion`` is the closest of the names given as
+    ``among``, if one is close."""
+
+    def __init__(self, kind: str, key: str, among: Iterable[str] = ()) -> None:
         self.kind = kind
         self.key = key
-        super().__init__(f"no {kind} {key!r}")
+        self.suggestion = did_you_mean(key, among) if isinstance(key, str) else None
+        super().__init__(f"no {kind} {key!r}"
+                         + (f"; did you mean {self.suggestion!r}?" if self.suggestion else ""))
 
 
 class IntegrityError(ComplaintflowError):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from complaintflow import Engine, SimulatedClock, load_rules
+from complaintflow import Engine, InvalidInput, SimulatedClock, load_rules
 from complaintflow.demo import (
     DEMO_START,
     DOWNTIME,
@@ -196,13 +196,13 @@ def test_the_demo_database_is_recognised(first: tuple[DemoSummary, Path], tmp_pa
 def test_run_demo_needs_a_simulated_clock(tmp_path: Path) -> None:
     with (
         Engine.open(f"sqlite:///{tmp_path / 'x.db'}") as engine,
-        pytest.raises(ValueError, match="SimulatedClock"),
+        pytest.raises(InvalidInput, match="SimulatedClock"),
     ):
         run_demo(engine, 1)
     late = SimulatedClock(DEMO_START + timedelta(days=1))
     with (
         Engine.open(f"sqlite:///{tmp_path / 'y.db'}", clock=late) as engine,
-        pytest.raises(ValueError, match="past the demo start"),
+        pytest.raises(InvalidInput, match="past the demo start"),
     ):
         run_demo(engine, 1, clock=late)
 

@@ -813,8 +813,11 @@ class EngineVsModel(RuleBasedStateMachine):
             None if version_choice < 22 else m.version if version_choice < 29 else m.version - 1
         )
 
-        if expected_version is not None and expected_version != m.version:
-            error: type[ComplaintflowError] | None = ConcurrentUpdate
+        if expected_version is not None and expected_version < 1:  # before the submission
+            error: type[ComplaintflowError] | None = InvalidInput
+            after = m.fields
+        elif expected_version is not None and expected_version != m.version:
+            error = ConcurrentUpdate
             after = m.fields
         else:
             error, after = expected_outcome(
