@@ -1659,7 +1659,7 @@ def audit_export(
             with _progress(_err()) as bar:
                 task = bar.add_task("exporting (events)", total=None)
                 counting = _Counting(out, lambda: bar.advance(task), int(fmt == "csv"))
-                count = export_events(
+                result = export_events(
                     engine,
                     counting,  # type: ignore[arg-type]  # a write() is all it needs
                     fmt,
@@ -1677,8 +1677,11 @@ def audit_export(
             out.close()
         else:
             out.flush()
-    summary = {"events": count, "output": output, "format": fmt}
-    message = f"exported {_plural(count, 'event')} to {output} ({fmt})"
+    summary = {"events": result.events, "complaints": result.complaints, "output": output,
+               "format": fmt, "digest": result.digest}
+    message = (f"exported {_plural(result.events, 'event')} of "
+               f"{_plural(result.complaints, 'complaint')} to {output} ({fmt}); "
+               f"digest {result.digest}")
     if settings.json and not to_stdout:
         click.echo(_dumps(summary))
     else:
@@ -1693,10 +1696,18 @@ def audit_export(
     type=click.Choice(["jsonl", "csv"]),
     help="Default: csv for a FILE ending in .csv, else jsonl.",
 )
+@click.option(
+    "--no-end-record",
+    "no_end",
+    is_flag=True,
+    help="Accept a file without an end record (written by a release before them); rows "
+    "missing at either end then go unnoticed.",
+)
 @click.pass_context
-def audit_check_export(ctx: click.Context, file: str, fmt: str | None) -> None:
+def audit_check_export(ctx: click.Context, file: str, fmt: str | None, no_end: bool) -> None:
     """Re-verify an export on its own, without the database: every link followed, every
-    hash recomputed where nothing was masked (exit 1 on any finding). FILE may be -."""
+    hash recomputed where nothing was masked, the end record's count and digest (exit 1 on
+    any finding). FILE may be -."""
     settings = _settings(ctx)
     fmt = _export_format(fmt, file)
     try:
@@ -1706,7 +1717,7 @@ def audit_check_export(ctx: click.Context, file: str, fmt: str | None) -> None:
     except OSError as exc:
         raise CommandFailed(f"cannot read {file}: {exc.strerror}") from None
     try:
-        report = check_export(stream, fmt)
+        report = check_export(stream, fmt, require_end=not no_end)
     except (ValueError, KeyError, TypeError, csv.Error) as exc:
         raise CommandFailed(f"{file} is not a {fmt} export of complaintflow: {exc}") from None
     finally:
@@ -1719,6 +1730,8 @@ def audit_check_export(ctx: click.Context, file: str, fmt: str | None) -> None:
         "complaints": report.complaints,
         "recomputed": report.recomputed,
         "masked": masked,
+        "digest": report.digest,
+        "selection": None if report.end is None else report.end["selection"],
         "findings": [f.to_json() for f in report.findings],
     }
 
@@ -1732,6 +1745,8 @@ def audit_check_export(ctx: click.Context, file: str, fmt: str | None) -> None:
         if masked:
             line += f", {masked} masked (links checked only)"
         out.print(Text(f"{line}: {'ok' if report.ok else found}"))
+        out.print(Text(f"digest {report.digest} (compare it with the one quoted by whoever "
+                       "made the export)"))
 
     _emit(settings, doc, human)
     if not report.ok:

@@ -3,11 +3,28 @@
 An export made by an actor allowed to read personal data can be re-verified on its own
 (``check_export``: every hash recomputed, every link followed). With personal data masked,
 the links (``prev_hash`` → ``hash``) still check, but the payload hashes cannot.
+
+The last line (JSON Lines: ``{"export_end": {...}}``; CSV: a row whose ``type`` is
+``export_end`` and whose ``payload`` holds the same object) closes the export: how many
+events of how many complaints, the selection they were taken with, and the **digest**, the
+SHA-256 of every exported event hash in order, one per line. A file cut short has no end
+record; a row removed anywhere (also a complaint's first or last event) changes the count
+and the digest; and in an export not limited by ``since``, a complaint's first row must be
+its first event. The chain has no secret, so someone who rewrites a whole export can also
+rewrite its end record: quote the digest ``audit export`` prints when handing the file on,
+and ``audit check-export`` prints the one it recomputes.
+
+Export findings (besides ``edited`` and ``reordered`` per event): ``truncated`` (no end
+record, or a complaint's events before the first exported one are missing),
+``count_mismatch`` / ``digest_mismatch`` (rows removed or added since the end record was
+written), ``after_end`` (rows after the end record), ``bad_end`` (an end record that does
+not parse).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -26,7 +43,13 @@ from complaintflow.verify import Finding
 if TYPE_CHECKING:
     from complaintflow.engine import Engine
 
-__all__ = ["COLUMNS", "ExportCheck", "check_export", "export_events", "open_destination"]
+__all__ = ["COLUMNS", "END_TYPE", "ExportCheck", "ExportResult", "check_export", "export_events",
+           "open_destination"]
+
+#: The ``type`` of the CSV row (and the key of the JSON Lines object) that ends an export.
+END_TYPE = "export_end"
+#: The layout of the end record; a reader refuses one it does not know.
+END_VERSION = 1
 
 COLUMNS = ("number", "seq", "type", "trigger", "from_state", "to_state", "actor_id",
            "actor_roles", "actor_department", "occurred_at", "occurred_local", "payload",
@@ -65,16 +88,32 @@ def _rows(engine: Engine, *, number: str | None, since: datetime | None,
             }
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: ``events`` rows of ``complaints`` complaints, and the digest of
+    their hashes (the one in the end record)."""
+
+    events: int
+    complaints: int
+    digest: str
+
+
+def _instant(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="microseconds")
+
+
 def export_events(engine: Engine, out: TextIO, fmt: str = "jsonl", *,
                   number: str | None = None, since: datetime | None = None,
-                  until: datetime | None = None, actor: Actor | None = None) -> int:
-    """Write events (one per line / row) to ``out``; returns how many."""
+                  until: datetime | None = None, actor: Actor | None = None) -> ExportResult:
+    """Write events (one per line / row) and the end record to ``out``."""
     if fmt not in ("jsonl", "csv"):
         raise InvalidInput([FieldProblem("format", "jsonl or csv")], context="export")
     for name, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidInput([FieldProblem(name, "an aware datetime")], context="export")
     count = 0
+    numbers: set[str] = set()
+    digest = hashlib.sha256()
     writer = csv.DictWriter(out, fieldnames=COLUMNS) if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
@@ -84,14 +123,33 @@ def export_events(engine: Engine, out: TextIO, fmt: str = "jsonl", *,
         else:
             out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
         count += 1
-    return count
+        numbers.add(row["number"])
+        digest.update(row["hash"].encode("utf-8") + b"\n")
+    result = ExportResult(count, len(numbers), digest.hexdigest())
+    end = {
+        "version": END_VERSION, "events": result.events, "complaints": result.complaints,
+        "digest": result.digest,
+        "selection": {"number": number, "since": _instant(since), "until": _instant(until)},
+        "masked_for": None if actor is None else actor.id,
+    }
+    if writer is not None:
+        writer.writerow({**dict.fromkeys(COLUMNS, ""), "type": END_TYPE, "seq": count,
+                         "payload": json.dumps(end, sort_keys=True), "hash": result.digest})
+    else:
+        out.write(json.dumps({END_TYPE: end}, sort_keys=True) + "\n")
+    return result
 
 
 @dataclass
 class ExportCheck:
+    """``rows`` events of ``complaints`` complaints read, ``recomputed`` of them re-hashed;
+    ``digest`` is the SHA-256 of their hashes, ``end`` the end record (None if missing)."""
+
     rows: int = 0
     complaints: int = 0
     recomputed: int = 0
+    digest: str = ""
+    end: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -108,19 +166,62 @@ def _read(lines: Iterable[str], fmt: str) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def check_export(lines: Iterable[str], fmt: str = "jsonl") -> ExportCheck:
-    """Re-verify an export on its own: links always, hashes where nothing was masked.
-    Only complete complaint histories (starting at seq 1) are checked for links."""
+def _end_record(row: dict[str, Any], fmt: str) -> dict[str, Any] | None:
+    """The end record in ``row``, if it is one (``{}`` for one that does not parse)."""
+    if fmt == "csv":
+        if row.get("type") != END_TYPE or row.get("number"):
+            return None
+        try:
+            end = json.loads(str(row.get("payload")))
+        except ValueError:
+            return {}
+    elif set(row) == {END_TYPE}:
+        end = row[END_TYPE]
+    else:
+        return None
+    fields = {"version": int, "events": int, "complaints": int, "digest": str,
+              "selection": dict}
+    if not isinstance(end, dict) or any(not isinstance(end.get(k), t) or isinstance(
+            end.get(k), bool) for k, t in fields.items()) or end["version"] != END_VERSION:
+        return {}
+    return end
+
+
+def check_export(lines: Iterable[str], fmt: str = "jsonl", *,
+                 require_end: bool = True) -> ExportCheck:
+    """Re-verify an export on its own: links always, hashes where nothing was masked, and
+    the end record (count and digest of every row; see the module's docstring). Links are
+    checked within each complaint from its first exported row. ``require_end=False``
+    accepts a file without an end record (written by a release before them): its rows are
+    checked, but nothing can tell whether rows are missing at either end."""
     report = ExportCheck()
     prev: dict[str, tuple[int, str]] = {}
+    first_seq: dict[str, int] = {}
+    rolling = hashlib.sha256()
+    ended = False
     for row in _read(lines, fmt):
+        end = _end_record(row, fmt)
+        if ended:
+            report.findings.append(Finding(None, None, "after_end",
+                                           "rows follow the end record"))
+            break
+        if end is not None:
+            ended = True
+            if end:
+                report.end = end
+            else:
+                report.findings.append(Finding(None, None, "bad_end",
+                                               "the end record does not parse"))
+            continue
         report.rows += 1
+        rolling.update(str(row["hash"]).encode("utf-8") + b"\n")
         number = str(row["number"])
         seq = int(row["seq"])
         masked = str(row.get("masked")).lower() == "true"
         last = prev.get(number)
         if last is None:
             report.complaints += 1
+            first_seq[number] = seq
             if seq == 1 and row["prev_hash"] != GENESIS:
                 report.findings.append(Finding(number, seq, "reordered",
                                                "the first event does not start the chain"))
@@ -146,4 +247,35 @@ def check_export(lines: Iterable[str], fmt: str = "jsonl") -> ExportCheck:
                 report.findings.append(Finding(number, seq, "edited",
                                                "the exported row does not match its hash"))
         prev[number] = (seq, str(row["hash"]))
+    report.digest = rolling.hexdigest()
+    _check_end(report, first_seq, ended, require_end)
     return report
+
+
+def _check_end(report: ExportCheck, first_seq: dict[str, int], ended: bool,
+               required: bool) -> None:
+    end = report.end
+    if not ended and required:
+        report.findings.append(Finding(None, None, "truncated",
+                                       "no end record: the export was cut short (or written "
+                                       "by a release before end records)"))
+        return
+    if end is None:
+        return
+    if end["events"] != report.rows or end["complaints"] != report.complaints:
+        report.findings.append(Finding(
+            None, None, "count_mismatch",
+            f"the end record lists {end['events']} events of {end['complaints']} complaints; "
+            f"the file holds {report.rows} of {report.complaints}"))
+    if end["digest"] != report.digest:
+        report.findings.append(Finding(
+            None, None, "digest_mismatch",
+            f"the end record's digest is {end['digest']}; the rows give {report.digest}"))
+    if end["selection"].get("since") is None:
+        # everything of each complaint up to ``until`` was selected: it starts at seq 1
+        for number, seq in first_seq.items():
+            if seq != 1:
+                report.findings.append(Finding(
+                    number, seq, "truncated",
+                    f"the export starts this complaint at event {seq}; events 1 to {seq - 1} "
+                    "are missing"))

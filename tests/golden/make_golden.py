@@ -391,7 +391,8 @@ def generate(
             engine, number = sim.engine, sim.number
             out = io.StringIO()
             export.export_events(engine, out, "jsonl", number=number, actor=CS)
-            rows = [json.loads(line) for line in out.getvalue().splitlines()]
+            *rows, end = (json.loads(line) for line in out.getvalue().splitlines())
+            assert end[export.END_TYPE]["events"] == len(rows)  # the end record is not kept
             assert rows and not any(r["masked"] for r in rows)
             versions = sorted(versions_named(rows))
             from complaintflow.audit import ruleset_text

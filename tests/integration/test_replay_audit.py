@@ -802,8 +802,16 @@ def test_deep_verification_finds_a_hand_edited_current_row(engine: Engine) -> No
 
 def export_text(engine: Engine, fmt: str = "jsonl", **kwargs: Any) -> tuple[int, str]:
     out = io.StringIO()
-    count = export.export_events(engine, out, fmt, **kwargs)
-    return count, out.getvalue()
+    result = export.export_events(engine, out, fmt, **kwargs)
+    return result.events, out.getvalue()
+
+
+def event_rows(text: str) -> list[dict[str, Any]]:
+    """The event rows of a JSON Lines export (its last line is the end record)."""
+    *rows, end = (json.loads(line) for line in text.splitlines())
+    assert set(end) == {export.END_TYPE}
+    assert end[export.END_TYPE]["events"] == len(rows)
+    return rows
 
 
 def test_exports_round_trip_through_the_offline_checker(walked: Walked) -> None:
@@ -816,9 +824,11 @@ def test_exports_round_trip_through_the_offline_checker(walked: Walked) -> None:
         assert check.ok, check.findings
         assert (check.rows, check.complaints, check.recomputed) == (total, 2, total)
     _, text = export_text(engine, "csv", actor=CS)
-    rows = list(csv.DictReader(io.StringIO(text)))
+    *rows, end = csv.DictReader(io.StringIO(text))
     assert tuple(rows[0]) == export.COLUMNS
     assert {r["masked"] for r in rows} == {"False"}
+    assert end["type"] == export.END_TYPE and end["seq"] == str(total)
+    assert json.loads(end["payload"])["events"] == total
 
 
 def test_a_tampered_export_line_is_caught(walked: Walked) -> None:
@@ -834,11 +844,65 @@ def test_a_tampered_export_line_is_caught(walked: Walked) -> None:
     assert [(f.number, f.seq, f.kind) for f in check.findings] == [(number, 5, "edited")]
     dropped = lines[:6] + lines[7:]
     assert [(f.number, f.seq, f.kind) for f in export.check_export(dropped).findings] == [
-        (number, 8, "reordered")
+        (number, 8, "reordered"), (None, None, "count_mismatch"), (None, None, "digest_mismatch")
     ]
     reordered_csv = export_text(engine, "csv", actor=CS)[1].splitlines(keepends=True)
     reordered_csv[2], reordered_csv[3] = reordered_csv[3], reordered_csv[2]
     assert not export.check_export(reordered_csv, "csv").ok
+
+
+def kinds(lines: list[str], fmt: str = "jsonl") -> list[tuple[str | None, int | None, str]]:
+    return [(f.number, f.seq, f.kind) for f in export.check_export(lines, fmt).findings]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_export_missing_rows_at_either_end_is_caught(walked: Walked, fmt: str) -> None:
+    """Rows removed where no link can tell (a complaint's first or last event, the end of
+    the file) are caught by the end record."""
+    engine = walked.engine
+    _, text = export_text(engine, fmt, actor=CS)
+    lines = text.splitlines(keepends=True)
+    head = lines[:1] if fmt == "csv" else []
+    body, end = lines[len(head):-1], lines[-1]
+    numbers = [str(json.loads(line)["number"]) if fmt == "jsonl" else line.split(",")[0]
+               for line in body]
+    first_of_second = numbers.index(walked.quiet)
+    assert numbers[0] == walked.number and first_of_second > 0
+    assert kinds(lines, fmt) == []
+    # the very first row: the complaint now starts at event 2
+    assert kinds([*head, *body[1:], end], fmt) == [
+        (None, None, "count_mismatch"), (None, None, "digest_mismatch"),
+        (walked.number, 2, "truncated")]
+    # the first complaint's last row: no link breaks
+    cut = first_of_second - 1
+    assert kinds([*head, *body[:cut], *body[cut + 1:], end], fmt) == [
+        (None, None, "count_mismatch"), (None, None, "digest_mismatch")]
+    # the file's last event, end record kept
+    assert kinds([*head, *body[:-1], end], fmt) == [
+        (None, None, "count_mismatch"), (None, None, "digest_mismatch")]
+    # the file cut short: no end record
+    assert kinds([*head, *body[:-3]], fmt) == [(None, None, "truncated")]
+    # rows after the end record
+    assert kinds([*head, *body, end, body[0]], fmt) == [(None, None, "after_end")]
+    # an end record that does not parse
+    broken = end.replace('"digest"', '"digets"') if fmt == "jsonl" else end.replace(
+        "digest", "digets")
+    assert kinds([*head, *body, broken], fmt) == [(None, None, "bad_end")]
+
+
+def test_a_date_range_export_may_start_a_complaint_late(engine: Engine,
+                                                        clock: SimulatedClock) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    clock.advance(timedelta(hours=1))
+    since = engine.now()
+    drive(engine, number, TO_INVESTIGATED[:2])
+    _, text = export_text(engine, since=since, actor=CS)
+    rows = event_rows(text)
+    assert [r["seq"] for r in rows] == [2, 3]
+    check = export.check_export(text.splitlines())
+    assert check.ok, check.findings
+    assert check.end is not None and check.end["selection"]["since"] == since.isoformat(
+        timespec="microseconds")
 
 
 def test_a_masked_export_for_an_auditor(engine: Engine) -> None:
@@ -852,7 +916,7 @@ def test_a_masked_export_for_an_auditor(engine: Engine) -> None:
         ],
     )
     count, text = export_text(engine, actor=AUDITOR)
-    rows = [json.loads(line) for line in text.splitlines()]
+    rows = event_rows(text)
     assert count == len(rows) == 4
     masked = [r for r in rows if r["masked"]]
     assert [r["seq"] for r in masked] == [1, 2]  # submission and registration carry contacts
@@ -879,12 +943,12 @@ def test_an_export_of_one_complaint_and_of_a_date_range(
     end = engine.now()
     drive(engine, second, TO_INVESTIGATED)
     count, text = export_text(engine, number=second, actor=CS)
-    rows = [json.loads(line) for line in text.splitlines()]
+    rows = event_rows(text)
     assert count == 4 and {r["number"] for r in rows} == {second}
     assert [r["seq"] for r in rows] == [1, 2, 3, 4]
     assert export.check_export(text.splitlines()).ok
     count, text = export_text(engine, since=middle, until=end, actor=CS)
-    rows = [json.loads(line) for line in text.splitlines()]
+    rows = event_rows(text)
     assert [(r["number"], r["seq"]) for r in rows] == [(first, 2), (second, 1)]
     assert export.check_export(text.splitlines()).ok
     with pytest.raises(NotFound):

@@ -728,12 +728,16 @@ def test_audit_export_and_check_export(db: Path, tmp_path: Path, numbers: dict[s
     result = cli(db, "audit", "export", "--output", str(jsonl), *CS_ARGS)
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and "exported" in result.stderr
-    rows = [json.loads(line) for line in jsonl.read_text("utf-8").splitlines()]
+    *rows, end = (json.loads(line) for line in jsonl.read_text("utf-8").splitlines())
+    assert end["export_end"]["events"] == len(rows)
+    assert end["export_end"]["digest"] in result.stderr
     assert {r["number"] for r in rows} == set(numbers.values())
     assert all(r["masked"] is False for r in rows)
     checked = cli_json(db, "audit", "check-export", str(jsonl))
     assert checked["ok"] is True and checked["rows"] == len(rows)
     assert checked["recomputed"] == len(rows) and checked["complaints"] == 3
+    assert checked["digest"] == end["export_end"]["digest"]
+    assert checked["selection"] == {"number": None, "since": None, "until": None}
 
     csv_file = tmp_path / "a.csv"
     doc = cli_json(
@@ -749,7 +753,8 @@ def test_audit_export_and_check_export(db: Path, tmp_path: Path, numbers: dict[s
         "--output",
         str(csv_file),
     )
-    assert doc["format"] == "csv" and doc["events"] > 0
+    assert doc["format"] == "csv" and doc["events"] > 0 and doc["complaints"] == 1
+    assert len(doc["digest"]) == 64
     assert csv_file.read_text("utf-8").startswith("number,seq,type")
     out = ok(cli(db, "audit", "check-export", str(csv_file)))
     assert "masked (links checked only): ok" in out  # exported without a reader role
@@ -757,7 +762,7 @@ def test_audit_export_and_check_export(db: Path, tmp_path: Path, numbers: dict[s
     streamed = cli(db, "audit", "export", "--number", numbers["C"], "--output", "-")
     assert streamed.exit_code == 0, streamed.output
     lines = streamed.stdout.splitlines()
-    assert len(lines) == 3 and json.loads(lines[0])["type"] == "submitted"
+    assert len(lines) == 4 and json.loads(lines[0])["type"] == "submitted"
     piped = cli(db, "audit", "check-export", "-", input=streamed.stdout)
     assert piped.exit_code == 0 and "checked 3 events of 1 complaint" in piped.stdout
 
@@ -789,6 +794,20 @@ def test_check_export_finds_an_edited_row(db: Path, tmp_path: Path) -> None:
     garbage.write_text("not json\n", "utf-8")
     assert "is not a jsonl export" in expected_error(cli(db, "audit", "check-export", str(garbage)))
     assert "cannot read" in expected_error(cli(db, "audit", "check-export", str(tmp_path / "no")))
+
+
+def test_check_export_finds_a_file_cut_short(db: Path, tmp_path: Path) -> None:
+    export = tmp_path / "x.csv"
+    ok(cli(db, "audit", "export", "--output", str(export), *CS_ARGS))
+    rows = export.read_text("utf-8").splitlines(keepends=True)
+    export.write_text("".join(rows[:-3]), "utf-8")  # the end record and two events lost
+    result = cli(db, "audit", "check-export", str(export))
+    assert result.exit_code == 1 and "truncated" in result.stdout
+    doc = cli_json(db, "audit", "check-export", str(export), code=1)
+    assert [f["kind"] for f in doc["findings"]] == ["truncated"]
+    assert doc["selection"] is None
+    older = ok(cli(db, "audit", "check-export", "--no-end-record", str(export)))
+    assert ": ok" in older
 
 
 def test_audit_timeline_writes_a_page(db: Path, tmp_path: Path, numbers: dict[str, str]) -> None:
