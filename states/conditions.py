@@ -16,7 +16,7 @@ from complaintflow.rules.values import ValueType, coerce
 from complaintflow.storage.hashing import canonical, parse_canonical
 from complaintflow.worktime import WorkingCalendar
 
-__all__ = ["Facts", "Scope", "compile_condition", "fields_read"]
+__all__ = ["Facts", "Scope", "compile_condition", "explain", "fields_read"]
 
 
 @dataclass
@@ -213,6 +213,86 @@ def compile_condition(cond: Condition, rules: RuleSet) -> Predicate:
         inner = compile_condition(cond.not_, rules)
         return lambda s: not inner(s)
     return _compare(cond, rules)
+
+
+_SAID = {"eq": "must be", "ne": "must not be", "lt": "must be below", "le": "must be at most",
+         "gt": "must be above", "ge": "must be at least", "contains": "must contain"}
+_HOLDS = {"eq": "is", "ne": "is not", "lt": "is below", "le": "is at most", "gt": "is above",
+          "ge": "is at least", "contains": "contains"}
+
+
+def _named(ref: Compare | OperandRef) -> str:
+    if ref.field is not None:
+        return ref.field
+    if ref.actor is not None:
+        return f"the actor's {ref.actor}"
+    if ref.last_actor_of is not None:
+        return f"whoever last fired {ref.last_actor_of!r}"
+    if isinstance(ref, Compare) and ref.elapsed_since is not None:
+        return f"{ref.unit.replace('_', ' ')} since {ref.elapsed_since!r}"
+    return f"the number of {ref.count_of!r}"
+
+
+def _shown(value: Any, scope: Scope) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, datetime):
+        cal = scope.calendars.get(scope.default_calendar or "")
+        return (cal.to_local(value) if cal is not None else value).isoformat(
+            sep=" ", timespec="minutes")
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -2 and abs(value) < 10**20:
+            value = value.quantize(Decimal("0.01"))  # elapsed time: 2.33 hours, not 28 digits
+        return format(value, "f")
+    if isinstance(value, tuple | list | frozenset):
+        return "[" + ", ".join(_shown(v, scope) for v in value) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def explain(cond: Condition, rules: RuleSet, scope: Scope) -> str:
+    """Why ``cond`` is false in ``scope``, in words, with the values it read (for a
+    refusal; the condition is compiled again here, which only a refusal pays for)."""
+    if isinstance(cond, AllOf):
+        failing = next(c for c in cond.all if not compile_condition(c, rules)(scope))
+        return explain(failing, rules, scope)
+    if isinstance(cond, AnyOf):
+        return "none of these holds: " + "; ".join(explain(c, rules, scope) for c in cond.any)
+    if isinstance(cond, NotOf):
+        return f"this must not hold, and does: {_holds(cond.not_, rules, scope)}"
+    return _said(cond, rules, scope)
+
+
+def _holds(cond: Condition, rules: RuleSet, scope: Scope) -> str:
+    """What makes ``cond`` true in ``scope``, in words (under a ``not``)."""
+    if isinstance(cond, AllOf):
+        return " and ".join(_holds(c, rules, scope) for c in cond.all)
+    if isinstance(cond, AnyOf):
+        true = next(c for c in cond.any if compile_condition(c, rules)(scope))
+        return _holds(true, rules, scope)
+    if isinstance(cond, NotOf):
+        return explain(cond.not_, rules, scope)
+    return _said(cond, rules, scope, negated=True)
+
+
+def _said(cmp: Compare, rules: RuleSet, scope: Scope, negated: bool = False) -> str:
+    subject = f"{_named(cmp)} ({_shown(_subject(cmp)(scope), scope)})"
+    if cmp.is_set is not None:
+        if negated:
+            return f"{subject} is {'set' if cmp.is_set else 'not set'}"
+        return f"{subject} {'must be set' if cmp.is_set else 'must not be set'}"
+    if cmp.in_ is not None or cmp.not_in is not None:
+        members = ", ".join(_shown(v, scope) for v in (cmp.in_ or cmp.not_in or []))
+        inside = cmp.in_ is not None
+        if negated:
+            return f"{subject} is {'one' if inside else 'none'} of {members}"
+        return f"{subject} must {'' if inside else 'not '}be one of {members}"
+    name, operand = next((k, getattr(cmp, k)) for k in _SAID if getattr(cmp, k) is not None)
+    if isinstance(operand, OperandRef):
+        other = f"{_named(operand)} ({_shown(_subject(operand)(scope), scope)})"
+    else:
+        other = _shown(_literal(_subject_type(cmp, rules), operand), scope)
+    return f"{subject} {(_HOLDS if negated else _SAID)[name]} {other}"
 
 
 def fields_read(cond: Condition | None) -> frozenset[str]:

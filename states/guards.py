@@ -37,6 +37,7 @@ from complaintflow.states.conditions import (
     Predicate,
     Scope,
     compile_condition,
+    explain,
     fields_read,
 )
 
@@ -161,7 +162,11 @@ class CompiledTransition:
             return Refusal("fields", "; ".join(str(p) for p in problems), tuple(problems))
         skip_condition = pending_input and bool(self.condition_fields & self.settable)
         if self.condition is not None and not skip_condition and not self.condition(scope):
-            return Refusal("condition", f"the condition of {d.trigger!r} -> {d.to} is not met")
+            assert d.condition is not None
+            why = explain(d.condition, rules, scope)
+            about = f" ({d.description})" if d.description else ""
+            return Refusal("condition",
+                           f"the condition of {d.trigger!r} -> {d.to} is not met: {why}{about}")
         approval = d.approval
         if approval is not None and (self.approval_when is None or self.approval_when(scope)):
             facts = scope.facts

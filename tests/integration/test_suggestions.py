@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from complaintflow import (
     Actor,
     ConcurrentUpdate,
+    ConditionFailed,
     Engine,
     InvalidInput,
     MissingFields,
@@ -235,3 +236,17 @@ def test_a_version_no_complaint_can_have_is_invalid_input(engine: Engine, clock:
     assert event_count(engine) == before
     with pytest.raises(ConcurrentUpdate):  # a possible version, only not the current one
         engine.fire(number, "record", CS, {"readback_confirmed": True}, expected_version=2)
+
+
+def test_a_failed_condition_says_which_part_failed_and_why(engine: Engine) -> None:
+    number = engine.submit(complaint_fields(person_complained_about="wang.qa"), CS).number
+    engine.fire(number, "record", CS, {"readback_confirmed": True})
+    with pytest.raises(ConditionFailed) as info:
+        engine.fire(number, "confirm", CS, {"responsible_department": "quality",
+                                           "handler": "wang.qa"})
+    assert info.value.reason == (
+        "the condition of 'confirm' -> confirmed is not met: handler ('wang.qa') must not be "
+        "person_complained_about ('wang.qa') (The handler may not be the person complained "
+        "about (被投诉人应当回避).)")
+    option = next(o for o in engine.available_triggers(number, CS) if o.trigger == "confirm")
+    assert option.allowed  # the handler is still to be given: not judged yet
