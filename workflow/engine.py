@@ -406,6 +406,8 @@ class Engine:
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer`` after every committed event; returns an unsubscribe function.
         An exception in an observer is logged and never undoes or blocks a transition."""
+        if not callable(observer):
+            raise InvalidInput([FieldProblem("observer", "a callable taking a CommittedEvent")])
         with self._lock:
             self._observers.append(observer)
 
@@ -965,6 +967,7 @@ class Engine:
 
     def timers(self, number: str) -> list[TimerView]:
         """Every clock run of the complaint with its derived state, as of now."""
+        self._check_lookup(number, None)
         now = self.now()
         with db.read(self._db) as conn:
             row = conn.execute(sa.select(C.c.id, C.c.ruleset).where(C.c.number == number)
@@ -1337,6 +1340,7 @@ class Engine:
     def available_triggers(self, number: str, actor: Actor) -> list[TriggerOption]:
         """Every transition out of the current state, allowed or not (with the failing check
         and reason), for building the host's buttons."""
+        self._check_lookup(number, None)
         now = self.now()
         with db.read(self._db) as conn:
             row = conn.execute(sa.select(C).where(C.c.number == number)).first()
@@ -1360,7 +1364,18 @@ class Engine:
                progress: Callable[[int], None] | None = None) -> VerificationReport:
         """Recompute every hash chain and compare each complaint row with its history. With
         ``deep``: also re-run every transition through the guards of the rule version it
-        was decided under and check warnings and breaches against the clocks."""
+        was decided under and check warnings and breaches against the clocks; ``since``
+        (an aware datetime, deep only) limits that to complaints changed since then or with
+        a warning or breach due since then."""
+        problems = []
+        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
+            problems.append(FieldProblem("since", "an aware datetime, or None"))
+        elif since is not None and not deep:
+            problems.append(FieldProblem("since", "limits the deep checks: give deep=True"))
+        if progress is not None and not callable(progress):
+            problems.append(FieldProblem("progress", "a callable taking a count, or None"))
+        if problems:
+            raise InvalidInput(problems, context="verification")
         if deep:
             from complaintflow.audit import deep_verify
 

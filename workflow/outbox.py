@@ -87,7 +87,11 @@ class Outbox:
 
     def ack(self, ids: Iterable[int]) -> int:
         """Mark notifications delivered; returns how many were still pending."""
-        wanted = list(ids)
+        wanted = list(ids) if isinstance(ids, Iterable) and not isinstance(ids, str | bytes) \
+            else None
+        if wanted is None or any(isinstance(i, bool) or not isinstance(i, int)
+                                 or not 1 <= i < 2**63 for i in wanted):
+            raise InvalidInput([FieldProblem("ids", "notification ids (positive integers)")])
         if not wanted:
             return 0
         now = self._engine.now()

@@ -37,7 +37,7 @@ from complaintflow import sla
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
 from complaintflow.engine import CommittedEvent, Engine, build_event, insert_ignore
-from complaintflow.errors import TransitionRefused
+from complaintflow.errors import FieldProblem, InvalidInput, TransitionRefused
 from complaintflow.rules.model import ReviewDef
 from complaintflow.rules.ruleset import raise_level
 from complaintflow.states.conditions import Scope
@@ -268,11 +268,27 @@ class Scheduler:
         min_interval: float = 0.2,
         max_interval: float = 30.0,
     ) -> None:
+        problems = [
+            FieldProblem(name, f"an integer from {low} to {high}")
+            for name, value, low, high in (("batch_size", batch_size, 1, 100_000),
+                                           ("threads", threads, 1, 256),
+                                           ("max_batches_per_tick", max_batches_per_tick, 1,
+                                            10**9))
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+        ]
+        for name, seconds in (("min_interval", min_interval), ("max_interval", max_interval)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                    or not 0 < seconds <= 86_400:
+                problems.append(FieldProblem(name, "seconds, above 0 and at most 86400"))
+        if not problems and min_interval > max_interval:
+            problems.append(FieldProblem("min_interval", "at most max_interval"))
+        if worker is not None and (not isinstance(worker, str) or not 1 <= len(worker) <= 200):
+            problems.append(FieldProblem("worker", "text of 1 to 200 characters, or None"))
+        if problems:
+            raise InvalidInput(problems, context="scheduler")
         self.engine = engine
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self.batch_size = batch_size
-        if threads < 1:
-            raise ValueError(f"threads must be at least 1, not {threads}")
         self.threads = threads
         self.max_batches_per_tick = max_batches_per_tick
         self.min_interval = min_interval

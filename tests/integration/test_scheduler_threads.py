@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from complaintflow import Engine, SimulatedClock, parse_rules
+from complaintflow import Engine, InvalidInput, SimulatedClock, parse_rules
 from complaintflow.cli import main
 from complaintflow.scheduler import Scheduler
 from tests.integration.test_scheduler_exactly_once import (
@@ -166,7 +166,7 @@ def test_sinks_never_see_two_batches_at_once(world: Engine) -> None:
 
 
 def test_threads_must_be_at_least_one(world: Engine) -> None:
-    with pytest.raises(ValueError, match="threads"):
+    with pytest.raises(InvalidInput, match="threads"):
         Scheduler(world, threads=0)
 
 

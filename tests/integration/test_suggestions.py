@@ -19,6 +19,7 @@ from complaintflow import (
     InvalidInput,
     MissingFields,
     NotFound,
+    Scheduler,
     SimulatedClock,
     TimerRefused,
     UnknownTrigger,
@@ -250,3 +251,49 @@ def test_a_failed_condition_says_which_part_failed_and_why(engine: Engine) -> No
         "about (被投诉人应当回避).)")
     option = next(o for o in engine.available_triggers(number, CS) if o.trigger == "confirm")
     assert option.allowed  # the handler is still to be given: not judged yet
+
+
+# -- arguments of the other entry points -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"threads": "2"}, "threads"),
+    ({"threads": 0}, "threads"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"max_batches_per_tick": 1.5}, "max_batches_per_tick"),
+    ({"min_interval": 0}, "min_interval"),
+    ({"max_interval": "30"}, "max_interval"),
+    ({"min_interval": 10.0, "max_interval": 5.0}, "min_interval"),
+    ({"worker": ""}, "worker"),
+])
+def test_scheduler_options_are_checked(engine: Engine, options: dict[str, object],
+                                       field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        Scheduler(engine, **options)  # type: ignore[arg-type]
+    assert [p.field for p in info.value.problems] == [field]
+
+
+def test_outbox_ack_takes_ids_only(engine: Engine) -> None:
+    for bad in (5, "12", ["a"], [0], [True], [2**63]):
+        with pytest.raises(InvalidInput, match="notification ids"):
+            engine.outbox.ack(bad)  # type: ignore[arg-type]
+    assert engine.outbox.ack([]) == 0
+    assert engine.outbox.ack([12345]) == 0  # no such notification: nothing was pending
+
+
+def test_verify_and_lookups_check_their_arguments(engine: Engine) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    for call, field in (
+        (lambda: engine.verify(deep=True, since=datetime(2026, 3, 1)), "since"),
+        (lambda: engine.verify(deep=True, since="2026-03-01"), "since"),
+        (lambda: engine.verify(since=START), "since"),  # plain verification has no since
+        (lambda: engine.verify(progress=5), "progress"),
+        (lambda: engine.timers(5), "number"),
+        (lambda: engine.available_triggers(b"TS", CS), "number"),
+        (lambda: engine.subscribe(5), "observer"),
+    ):
+        with pytest.raises(InvalidInput) as info:
+            call()
+        assert [p.field for p in info.value.problems] == [field]
+    assert engine.verify(deep=True, since=START).ok
+    assert engine.available_triggers(number, CS)
