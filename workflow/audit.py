@@ -116,9 +116,9 @@ def replay(engine: Engine, number: str, at: datetime | None = None,
         events = [engine.event_view(number, ev, None) for ev in rows]
         replayed = replay_events(number, events, at, _remaining(engine, conn))
         if replayed is None:
-            first = events[0].occurred_at.isoformat() if events else "never"
+            first = engine.shown(events[0].occurred_at) if events else "never"
             raise InvalidInput([FieldProblem(
-                "at", f"{at.isoformat() if at else at} is before the complaint existed "
+                "at", f"{engine.shown(at) if at else at} is before the complaint existed "
                       f"(received {first})")], context="replay")
         compiled = engine.compiled(conn, replayed.ruleset)
         if actor is None or not compiled.rules.may_read_personal(actor.roles):
@@ -160,12 +160,14 @@ def deep_verify(engine: Engine, *, since: datetime | None = None,
                 progress: Callable[[int], None] | None = None) -> VerificationReport:
     """Chains and rows (as ``verify``) plus: every transition legal under its rule version,
     warnings and breaches consistent with the clocks, current rows equal to the replay.
-    ``since`` limits the deep part to complaints changed since then. One pass over the
-    history: each complaint's events are read and parsed once for both parts."""
+    ``since`` limits the deep part to complaints changed since then or with a warning or
+    breach due since then (an idle complaint whose deadline passed unrecorded is checked).
+    One pass over the history: each complaint's events are read and parsed once for both
+    parts."""
     from complaintflow.engine import upcast
 
     now = engine.now()
     with db.read(engine.database) as conn:
         deep = DeepVerifier(lambda v: engine.compiled(conn, v), now, upcast)
         return verify_all(conn, progress, engine._index_fields(conn), deep=deep,
-                          deep_since=since)
+                          deep_since=since, now=now)

@@ -1320,7 +1320,8 @@ def audit_group() -> None:
 @click.option(
     "--since",
     metavar="ISO",
-    help="With --deep: only complaints changed since then (naive: the rules' time zone).",
+    help="With --deep: only complaints changed since then, or with a warning or breach due "
+    "since then (naive: the rules' time zone).",
 )
 @click.option(
     "--jobs",

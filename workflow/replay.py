@@ -21,8 +21,8 @@ from complaintflow.errors import ComplaintflowError, NotFound, TransitionRefused
 from complaintflow.rules.ruleset import raise_level
 from complaintflow.states.conditions import Facts, Scope, fields_read
 from complaintflow.states.guards import CompiledTransition
-from complaintflow.timers import CompiledTimer, Ledger, TimerSet, parse_iso
-from complaintflow.verify import Finding, StoredEvent, fold_fields
+from complaintflow.timers import CompiledTimer, Ledger, TimerSet, parse_iso, recorded_actions
+from complaintflow.verify import MISSED_AFTER, Finding, StoredEvent, fold_fields
 from complaintflow.views import HistoryEvent
 from complaintflow.worktime import WorkingCalendar
 
@@ -153,8 +153,9 @@ def fold_event(state: Replayed, type: str, seq: int, to_state: str, ruleset: str
             else:
                 found.breached_at = at
                 found.breach_due_at = parse_iso(p["due_at"])
-        if p.get("actions", {}).get("reassign"):
-            state.escalated_to = p["actions"]["reassign"]
+        actions = p.get("actions")
+        if isinstance(actions, Mapping) and actions.get("reassign"):
+            state.escalated_to = actions["reassign"]
     elif type in ("timer_extended", "deadline_recomputed"):
         found = state.timers.get((p["timer"], int(p.get("run", 1))))
         if found is not None:
@@ -249,6 +250,7 @@ class DeepVerifier:
         self._upcast = upcast
         self._zones: dict[str, ZoneInfo] = {}
         self._unread: dict[str, Scope] = {}
+        self._expected_actions: dict[tuple[str, str, str, int], dict[str, Any]] = {}
 
     def version(self, ruleset: str) -> _Version:
         found = self._versions.get(ruleset)
@@ -266,13 +268,17 @@ class DeepVerifier:
         return found
 
     def __call__(self, row: Any, events: Sequence[StoredEvent]) -> list[Finding]:
-        return list(self.findings(row.number, events, {"state": row.state,
-                                                      "fields": row.fields}))
+        return list(self.findings(row.number, events, {
+            "state": row.state, "fields": row.fields, "severity_floor": row.severity_floor,
+            "escalated_to": row.escalated_to}))
 
     def findings(self, number: str, events: Sequence[StoredEvent],
                  stored: Mapping[str, Any] | None = None) -> Iterator[Finding]:
         """Check that every recorded transition was legal under the rule version in force,
-        and that warnings and breaches match what the clocks imply."""
+        that warnings and breaches match what the clocks imply and each breach records the
+        actions of its timer's ``on_breach``; ``stored``: the current row's ``state``,
+        ``fields``, ``severity_floor`` and ``escalated_to`` (those given), compared with
+        the replay."""
         if not events:
             return
         upcast = self._upcast
@@ -282,6 +288,7 @@ class DeepVerifier:
                             received, None, {}, [])
         facts = Facts()
         floor: str | None = None
+        escalated: str | None = None
         typed: dict[str, Any] = {}  # replayed.fields decoded under typed_version's types
         typed_version: _Version | None = None
         builtins: dict[str, dict[str, Any]] = {}
@@ -368,11 +375,24 @@ class DeepVerifier:
                                       f"{p.get('severity')!r}")
             facts.record(event.seq, trigger, event.actor_id, event.from_state,
                          event.to_state, at)
-            if event.type == "timer_breached":
-                level = p.get("actions", {}).get("raise_severity")
-                if isinstance(level, str):
-                    floor = raise_level(
-                        self.version(event.ruleset).compiled.rules.severity_levels, floor, level)
+            if event.type == "timer_warning":
+                wrong = self._actions(number, event, p, "warning")
+                if wrong is not None:
+                    yield wrong
+            elif event.type == "timer_breached":
+                # the floor and the escalation follow the history; the actions themselves
+                # are checked against the rule
+                actions = p.get("actions")
+                wrong = self._actions(number, event, p, "breach")
+                if wrong is not None:
+                    yield wrong
+                if isinstance(actions, Mapping):
+                    level = actions.get("raise_severity")
+                    if isinstance(level, str):
+                        floor = raise_level(self.version(event.ruleset).compiled.rules
+                                            .severity_levels, floor, level)
+                    if actions.get("reassign"):
+                        escalated = str(actions["reassign"])
             if typed_version is not None and ("fields" in p or "set" in p
                                               or "dropped_fields" in p):
                 codec = typed_version.compiled.codec
@@ -408,6 +428,44 @@ class DeepVerifier:
             if stored_fields != replayed.fields:
                 yield Finding(number, replayed.version, "fields_mismatch",
                               "stored fields differ from the replayed fields")
+            if "severity_floor" in stored and stored["severity_floor"] != floor:
+                yield Finding(number, replayed.version, "severity_floor_mismatch",
+                              f"stored severity floor {stored['severity_floor']!r}, the "
+                              f"breaches recorded give {floor!r}")
+            if "escalated_to" in stored and stored["escalated_to"] != escalated:
+                yield Finding(number, replayed.version, "escalation_mismatch",
+                              f"stored escalated to {stored['escalated_to']!r}, the breaches "
+                              f"recorded give {escalated!r}")
+
+    def _actions(self, number: str, event: StoredEvent, p: Mapping[str, Any],
+                 kind: str) -> Finding | None:
+        """A warning's or breach's recorded actions against those its timer's rules give in
+        the rule set in force (``timers.recorded_actions``, as the scheduler records them)."""
+        timer = str(p.get("timer"))
+        index = p.get("index", 1)
+        key = (event.ruleset, timer, kind, index if isinstance(index, int) else 0)
+        expected = self._expected_actions.get(key)
+        if expected is None:
+            found = self.version(event.ruleset).compiled.timers.by_id.get(timer)
+            if kind == "warning" and (found is None or not
+                                      1 <= key[3] <= len(found.definition.warnings)):
+                return None  # a warning the rules do not have: unexpected_warning says so
+            expected = self._expected_actions[key] = recorded_actions(found, kind, key[3])
+        actions = p.get("actions")
+        if actions == expected:
+            return None
+        if not isinstance(actions, Mapping):
+            differ = f"actions recorded {actions!r}, the rule gives {_shown(expected)}"
+        else:
+            differ = "; ".join(
+                f"{name} recorded {_shown(actions.get(name))}, the rule gives "
+                f"{_shown(expected.get(name))}"
+                for name in (*_ACTIONS, *sorted(set(actions) - set(_ACTIONS)))
+                if actions.get(name) != expected.get(name))
+        rule = "on_breach" if kind == "breach" else f"warning {key[3]}"
+        return Finding(number, event.seq, f"wrong_{kind}_actions",
+                       f"timer {timer} run {p.get('run', 1)}: {differ} ({rule} of rule set "
+                       f"{event.ruleset[:12]})")
 
     def _other_event(self, number: str, event: StoredEvent, p: Mapping[str, Any],
                      replayed: Replayed, floor: str | None,
@@ -533,6 +591,21 @@ class DeepVerifier:
         if name is None:
             return None
         return self.version(version).compiled.calendars.get(name)
+
+
+#: the actions a breach records, in the order the scheduler adds them
+_ACTIONS = ("raise_severity", "reassign", "fire", "notify")
+
+
+def _shown(value: Any) -> str:
+    """An action's value as a finding shows it."""
+    if value is None:
+        return "none"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_shown(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return repr(value) if not isinstance(value, str) else value
 
 
 # -- clocks ---------------------------------------------------------------------------------
@@ -834,7 +907,7 @@ class _ClockCheck:
 
     def missed(self, now: datetime) -> Iterator[Finding]:
         """Deadlines due a minute or more before ``now`` that no event records."""
-        limit = now - timedelta(minutes=1)
+        limit = now - MISSED_AFTER
         for key, clock in self.clocks.items():
             for (kind, index), moment in sorted(clock.pending.items(), key=lambda i: i[1]):
                 if moment > limit:

@@ -49,7 +49,7 @@ from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import outbox as O
 from complaintflow.storage.tables import review_runs as RR
 from complaintflow.storage.tables import timers as T
-from complaintflow.timers import CompiledTimer, Ledger
+from complaintflow.timers import CompiledTimer, Ledger, recorded_actions
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_THREADS", "SYSTEM", "BatchReport", "Scheduler",
            "TickReport"]
@@ -354,12 +354,10 @@ class Scheduler:
                 trow = timers[d.timer_id]
                 ctimer = comp.compiled.timers.by_id.get(trow.timer)
                 lateness = now - d.due_at if d.due_at < now else timedelta(0)
-                actions: dict[str, Any] = {}
-                notify: tuple[str, ...] = ()
+                actions = recorded_actions(ctimer, d.kind, d.idx)
+                notify: tuple[str, ...] = tuple(actions.get("notify", ()))
                 if d.kind == "warning":
                     kind = "timer_warning"
-                    if ctimer is not None and d.idx <= len(ctimer.definition.warnings):
-                        notify = tuple(ctimer.definition.warnings[d.idx - 1].notify)
                     warned[trow.id] = warned.get(trow.id, 0) + 1
                     report.warnings += 1
                 else:
@@ -367,26 +365,18 @@ class Scheduler:
                     warned.setdefault(trow.id, 0)
                     breached.add(trow.id)
                     report.breaches += 1
-                    if ctimer is not None:
-                        b = ctimer.definition.on_breach
-                        notify = tuple(b.notify)
-                        if b.raise_severity is not None:
-                            levels = comp.compiled.rules.severity_levels
-                            before = comp.severity
-                            comp.severity_floor = raise_level(levels, comp.severity_floor,
-                                                         b.raise_severity)
-                            comp.severity = raise_level(levels, comp.severity, b.raise_severity)
-                            actions["raise_severity"] = b.raise_severity
-                            if comp.severity != before:
-                                raised[comp.id] = comp
-                        if b.reassign is not None:
-                            comp.escalated_to = b.reassign
-                            actions["reassign"] = b.reassign
-                        if b.fire is not None:
-                            actions["fire"] = b.fire
-                            fires.append((comp.id, b.fire, trow.timer))
-                if notify:
-                    actions["notify"] = list(notify)
+                    level = actions.get("raise_severity")
+                    if level is not None:
+                        levels = comp.compiled.rules.severity_levels
+                        before = comp.severity
+                        comp.severity_floor = raise_level(levels, comp.severity_floor, level)
+                        comp.severity = raise_level(levels, comp.severity, level)
+                        if comp.severity != before:
+                            raised[comp.id] = comp
+                    if "reassign" in actions:
+                        comp.escalated_to = actions["reassign"]
+                    if "fire" in actions:
+                        fires.append((comp.id, actions["fire"], trow.timer))
                 seq = comp.version + 1
                 payload = {
                     "timer": trow.timer, "run": trow.run, "kind": d.kind, "index": d.idx,

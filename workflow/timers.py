@@ -33,7 +33,8 @@ from complaintflow.states.conditions import Predicate, Scope, compile_condition,
 from complaintflow.storage.hashing import canonical, iso, parse_canonical
 from complaintflow.worktime import WorkingCalendar, WorkResult
 
-__all__ = ["CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso"]
+__all__ = ["CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso",
+           "recorded_actions"]
 
 
 def parse_iso(text: str) -> datetime:
@@ -325,6 +326,32 @@ def _starts(
         # receipt enters the initial state
         return to_state in start.states and (from_state != to_state or kind == "receipt")
     return trigger is not None and trigger in start.triggers
+
+
+def recorded_actions(timer: CompiledTimer | None, kind: str, index: int) -> dict[str, Any]:
+    """The ``actions`` a warning (``kind`` "warning", the ``index``-th) or a breach of
+    ``timer`` records: the roles notified, and for a breach the severity raised, the role
+    escalated to and the trigger fired, each only when the rules declare it (none for a
+    timer the rule set does not have). The scheduler records these and deep verification
+    expects them."""
+    if timer is None:
+        return {}
+    d = timer.definition
+    actions: dict[str, Any] = {}
+    if kind == "warning":
+        notify = d.warnings[index - 1].notify if 1 <= index <= len(d.warnings) else ()
+    else:
+        b = d.on_breach
+        notify = b.notify
+        if b.raise_severity is not None:
+            actions["raise_severity"] = b.raise_severity
+        if b.reassign is not None:
+            actions["reassign"] = b.reassign
+        if b.fire is not None:
+            actions["fire"] = b.fire
+    if notify:
+        actions["notify"] = list(notify)
+    return actions
 
 
 def timer_payload(timer: CompiledTimer, ledger: Ledger, due: Due) -> dict[str, Any]:

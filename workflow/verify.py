@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
@@ -26,16 +26,20 @@ from sqlalchemy.engine import Connection
 from complaintflow.states.conditions import Facts
 from complaintflow.storage.hashing import GENESIS, canonical, canonical_bytes, iso, parse_canonical
 from complaintflow.storage.tables import complaints as C
+from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import number_sequences as N
+from complaintflow.storage.tables import timers as T
 
 if TYPE_CHECKING:
     from complaintflow.engine import Engine
 
-__all__ = ["Finding", "StoredEvent", "VerificationReport", "fold_fields", "verify_all",
-           "verify_parallel"]
+__all__ = ["MISSED_AFTER", "Finding", "StoredEvent", "VerificationReport", "fold_fields",
+           "verify_all", "verify_parallel"]
 
 BATCH = 500
+#: how late a warning or breach may be recorded before deep verification calls it missed
+MISSED_AFTER = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,13 @@ class Finding:
     not allow, an unknown event type, or an event other than a transition or migration that
     moves the state or changes fields), ``unknown_ruleset`` (an event's rule set is not
     stored), ``wrong_timers`` (a submission or transition records other clocks started,
-    stopped, paused or resumed than the timer rules do there). Times in the detail are in
-    the rules' zone.
+    stopped, paused or resumed than the timer rules do there), ``wrong_breach_actions`` (a
+    breach records other actions, escalation, severity raise, transition fired or roles
+    notified, than its timer's ``on_breach`` in the rule set in force),
+    ``wrong_warning_actions`` (a warning notifies other roles than its rule does);
+    ``severity_floor_mismatch`` / ``escalation_mismatch`` (the row's ``severity_floor`` or
+    ``escalated_to`` differs from what the recorded breaches give). Times in the detail are
+    in the rules' zone.
     """
 
     number: str | None
@@ -419,17 +428,38 @@ class _Part:
     seqs: dict[str, list[int]] = field(default_factory=dict)
 
 
+def _due_between(since: datetime, now: datetime | None) -> sa.ColumnElement[bool]:
+    """Whether the complaint's clocks have a warning or breach due in ``since..now``
+    (``now`` ``None``: no upper bound): a deadline row, fired or not, or a clock not
+    stopped and not breached whose due time is. Through the timers' (complaint, timer,
+    run) key and the deadlines' (timer, kind, index) key: a few index probes per
+    complaint, asked only for one not changed since ``since``."""
+    deadline = [D.c.timer_id == T.c.id, D.c.due_at >= since]
+    clock = [T.c.status != "stopped", T.c.breached_at.is_(None), T.c.due_at >= since]
+    if now is not None:
+        deadline.append(D.c.due_at <= now)
+        clock.append(T.c.due_at <= now)
+    return sa.exists().where(T.c.complaint_id == C.c.id,
+                             sa.or_(sa.and_(*clock), sa.exists().where(*deadline)))
+
+
 def _verify_range(conn: Connection, after: int, upto: int | None,
                   progress: Callable[[int], None] | None, index_fields: IndexFields | None,
-                  deep: DeepCheck | None, deep_since: datetime | None) -> _Part:
+                  deep: DeepCheck | None, deep_since: datetime | None,
+                  now: datetime | None = None) -> _Part:
     """Complaints with ``after < id <= upto`` (no upper bound: ``None``), in id order."""
     part = _Part()
     reader = _EventReader(conn)
     columns: list[Any] = [C.c.id, C.c.number, C.c.scope, C.c.seq, C.c.state, C.c.version,
                           C.c.severity, C.c.fields, C.c.head_seq, C.c.head_hash, C.c.ruleset,
-                          C.c.received_at, C.c.department, C.c.handler, C.c.facts]
+                          C.c.received_at, C.c.department, C.c.handler, C.c.facts,
+                          C.c.severity_floor, C.c.escalated_to]
     if deep is not None and deep_since is not None:
-        columns.append((C.c.updated_at >= deep_since).label("deep"))
+        # changed since then, or idle with a deadline due since then (a missed warning or
+        # breach changes nothing); from a minute before, as a deadline due in the minute
+        # before the previous run's instant was not yet missed then
+        columns.append(sa.or_(C.c.updated_at >= deep_since,
+                              _due_between(deep_since - MISSED_AFTER, now)).label("deep"))
     last_id = after
     while True:
         query = sa.select(*columns).where(C.c.id > last_id)
@@ -492,12 +522,14 @@ def _report(conn: Connection, parts: Iterable[_Part]) -> VerificationReport:
 
 def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
                index_fields: IndexFields | None = None, *, deep: DeepCheck | None = None,
-               deep_since: datetime | None = None) -> VerificationReport:
+               deep_since: datetime | None = None,
+               now: datetime | None = None) -> VerificationReport:
     """Every complaint's chain and row, and the number sequences. With ``deep``, each
-    complaint (changed since ``deep_since``, if given) and its events also go to ``deep``;
-    its findings follow the others, without repeating a kind already found for the same
-    complaint."""
-    part = _verify_range(conn, 0, None, progress, index_fields, deep, deep_since)
+    complaint (if ``deep_since`` is given: changed since then, or with a warning or breach
+    due between then and ``now``, the verification instant) and its events also go to
+    ``deep``; its findings follow the others, without repeating a kind already found for
+    the same complaint."""
+    part = _verify_range(conn, 0, None, progress, index_fields, deep, deep_since, now)
     return _report(conn, [part])
 
 
@@ -561,6 +593,6 @@ def _verify_part(url: str, now: datetime, after: int, upto: int | None, deep: bo
             check = DeepVerifier(lambda v: engine.compiled(conn, v), now, upcast) \
                 if deep else None
             return _verify_range(conn, after, upto, None, engine._index_fields(conn), check,
-                                 since if deep else None)
+                                 since if deep else None, now)
     finally:
         engine.close()

@@ -429,7 +429,9 @@ def test_replay_refuses_bad_instants_and_unknown_numbers(walked: Walked) -> None
     received = engine.get(number).received_at
     with pytest.raises(InvalidInput) as info:
         engine.replay(number, at=received - timedelta(seconds=1))
-    assert "before the complaint existed" in str(info.value)
+    assert str(info.value).endswith(
+        f"is before the complaint existed (received {engine.shown(received)})")
+    assert f"({engine.zone.key})" in str(info.value) and "+00:00" not in str(info.value)
     assert engine.replay(number, at=received).version == 1  # the instant itself is fine
     with pytest.raises(NotFound):
         engine.replay("TS-2026-999999")
