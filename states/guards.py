@@ -15,7 +15,7 @@ several transitions from a state, told apart by their conditions).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,10 +61,18 @@ def is_blank(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Refusal:
+    """A failed check and why; ``why`` may be a function giving the reason, worked out only
+    when someone reads it (a refused candidate is often passed over for another), so read it
+    before the scope it was refused in changes."""
+
     check: str
-    reason: str
+    why: str | Callable[[], str]
     problems: tuple[FieldProblem, ...] = ()
     rule: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.why if isinstance(self.why, str) else self.why()
 
     @property
     def rank(self) -> int:
@@ -162,11 +170,15 @@ class CompiledTransition:
             return Refusal("fields", "; ".join(str(p) for p in problems), tuple(problems))
         skip_condition = pending_input and bool(self.condition_fields & self.settable)
         if self.condition is not None and not skip_condition and not self.condition(scope):
-            assert d.condition is not None
-            why = explain(d.condition, rules, scope)
-            about = f" ({d.description})" if d.description else ""
-            return Refusal("condition",
-                           f"the condition of {d.trigger!r} -> {d.to} is not met: {why}{about}")
+            condition = d.condition
+            assert condition is not None
+
+            def why() -> str:
+                about = f" ({d.description})" if d.description else ""
+                return (f"the condition of {d.trigger!r} -> {d.to} is not met: "
+                        f"{explain(condition, rules, scope)}{about}")
+
+            return Refusal("condition", why)
         approval = d.approval
         if approval is not None and (self.approval_when is None or self.approval_when(scope)):
             facts = scope.facts
