@@ -21,7 +21,14 @@ from complaintflow.errors import ComplaintflowError, NotFound, TransitionRefused
 from complaintflow.rules.ruleset import raise_level
 from complaintflow.states.conditions import Facts, Scope, fields_read
 from complaintflow.states.guards import CompiledTransition
-from complaintflow.timers import CompiledTimer, Ledger, TimerSet, parse_iso, recorded_actions
+from complaintflow.timers import (
+    SCHEDULER,
+    CompiledTimer,
+    Ledger,
+    TimerSet,
+    parse_iso,
+    recorded_actions,
+)
 from complaintflow.verify import MISSED_AFTER, Finding, StoredEvent, fold_fields
 from complaintflow.views import HistoryEvent
 from complaintflow.worktime import WorkingCalendar
@@ -294,6 +301,10 @@ class DeepVerifier:
         builtins: dict[str, dict[str, Any]] = {}
         severity_memo: tuple[Any, ...] | None = None  # (version, floor, values, severity)
         clocks: _ClockCheck | None = None
+        #: transitions breaches called for (timer, trigger, seq of the breach), due in the
+        #: same transaction as the breach: as the transition or its timer_action_refused
+        wanted: list[tuple[str, str, int]] = []
+        wanted_at: datetime | None = None
         for event in events:
             raw = event.parsed()
             if raw is None:
@@ -312,6 +323,14 @@ class DeepVerifier:
             at = datetime.fromisoformat(event.occurred_at)
             trigger = event.trigger
             step_found = False  # the step itself was not allowed: its clock plan follows
+            if wanted and at != wanted_at:
+                yield from _unanswered(number, wanted)
+            if event.actor_id == SCHEDULER and (
+                    event.type == "timer_action_refused"
+                    or (event.type == "transition" and trigger is not None)):
+                yield from self._breach_action(number, event, p, wanted, replayed, typed,
+                                               typed_version, builtins, received, facts,
+                                               floor, at)
             if event.type != "transition" or trigger is None:
                 for found in self._other_event(number, event, p, replayed, floor, received):
                     step_found = True
@@ -393,6 +412,9 @@ class DeepVerifier:
                                             .severity_levels, floor, level)
                     if actions.get("reassign"):
                         escalated = str(actions["reassign"])
+                    if isinstance(actions.get("fire"), str):
+                        wanted.append((str(p.get("timer")), actions["fire"], event.seq))
+                        wanted_at = at
             if typed_version is not None and ("fields" in p or "set" in p
                                               or "dropped_fields" in p):
                 codec = typed_version.compiled.codec
@@ -417,6 +439,7 @@ class DeepVerifier:
                 yield from clocks.event(event, p, at, self._scope_of(
                     number, replayed, facts, builtins, received, event, at, typed,
                     typed_version), plan=not step_found)
+        yield from _unanswered(number, wanted)
         if clocks is not None:
             yield from clocks.missed(self._now)
         if stored is not None:
@@ -436,6 +459,45 @@ class DeepVerifier:
                 yield Finding(number, replayed.version, "escalation_mismatch",
                               f"stored escalated to {stored['escalated_to']!r}, the breaches "
                               f"recorded give {escalated!r}")
+
+    def _breach_action(self, number: str, event: StoredEvent, p: Mapping[str, Any],
+                       wanted: list[tuple[str, str, int]], replayed: Replayed,
+                       typed: dict[str, Any], typed_version: _Version | None,
+                       builtins: dict[str, dict[str, Any]], received: datetime, facts: Facts,
+                       floor: str | None, at: datetime) -> Iterator[Finding]:
+        """A transition the scheduler fired, or its refusal, must answer a breach of the same
+        transaction whose ``on_breach`` fires that trigger; a refusal must be one the rules
+        give (the transition itself is checked as every transition is)."""
+        refused = event.type == "timer_action_refused"
+        trigger = str(p.get("trigger") if refused else event.trigger)
+        timer = p.get("timer") if refused else None
+        match = next((w for w in wanted if w[1] == trigger and timer in (None, w[0])), None)
+        if match is None:
+            what = "a refusal of" if refused else "the transition"
+            yield Finding(number, event.seq, "unexpected_breach_action",
+                          f"{what} {trigger!r} by the scheduler answers no breach of this "
+                          "transaction that fires it")
+            return
+        wanted.remove(match)
+        if not refused:
+            return
+        version = self.version(event.ruleset)
+        compiled = version.compiled
+        if typed_version is not version:
+            typed = compiled.codec.decode(replayed.fields)
+        base = builtins.get(compiled.version)
+        if base is None:
+            base = builtins[compiled.version] = compiled.builtins(number, received)
+        roles = tuple(sorted({r for t in compiled.rules.transitions_by_trigger.get(trigger, ())
+                              for r in t.roles}))
+        try:  # as Scheduler._fire_action tries it
+            compiled.machine.step(number, replayed.state, trigger, Actor(SCHEDULER, roles),
+                                  typed, base, facts, {}, floor, at)
+        except TransitionRefused:
+            return
+        yield Finding(number, event.seq, "wrong_action_refusal",
+                      f"the breach of timer {match[0]} (seq {match[2]}) fires {trigger!r}, "
+                      f"which the rules allowed then; history records it refused")
 
     def _actions(self, number: str, event: StoredEvent, p: Mapping[str, Any],
                  kind: str) -> Finding | None:
@@ -591,6 +653,16 @@ class DeepVerifier:
         if name is None:
             return None
         return self.version(version).compiled.calendars.get(name)
+
+
+def _unanswered(number: str, wanted: list[tuple[str, str, int]]) -> Iterator[Finding]:
+    """Breaches whose transaction ended without the transition their ``on_breach`` fires,
+    or its refusal; ``wanted`` is emptied."""
+    for timer, trigger, seq in wanted:
+        yield Finding(number, seq, "missing_breach_action",
+                      f"the breach of timer {timer} fires {trigger!r}; no such transition or "
+                      "refusal follows in its transaction")
+    wanted.clear()
 
 
 #: the actions a breach records, in the order the scheduler adds them

@@ -49,14 +49,14 @@ from complaintflow.storage.tables import events as E
 from complaintflow.storage.tables import outbox as O
 from complaintflow.storage.tables import review_runs as RR
 from complaintflow.storage.tables import timers as T
-from complaintflow.timers import CompiledTimer, Ledger, recorded_actions
+from complaintflow.timers import SCHEDULER, CompiledTimer, Ledger, recorded_actions
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_THREADS", "SYSTEM", "BatchReport", "Scheduler",
            "TickReport"]
 
 log = logging.getLogger("complaintflow.scheduler")
 
-SYSTEM = Actor("system:scheduler", ())
+SYSTEM = Actor(SCHEDULER, ())
 
 #: Deadlines per batch (one transaction). Measured on PostgreSQL, 100k complaints (see
 #: docs/benchmarks-scheduler.md): one process drains fastest at 2,000 (500: ~4,300/s, 1,000:
@@ -511,7 +511,7 @@ class Scheduler:
         compiled = engine.compiled(conn, row.ruleset)
         roles = tuple(sorted({r for t in compiled.rules.transitions_by_trigger.get(trigger, ())
                               for r in t.roles}))
-        actor = Actor("system:scheduler", roles)
+        actor = Actor(SCHEDULER, roles)
         try:
             savepoint = conn.begin_nested()
             event, complaint = engine.transition(conn, row, trigger, actor, {}, now,

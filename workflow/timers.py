@@ -33,8 +33,11 @@ from complaintflow.states.conditions import Predicate, Scope, compile_condition,
 from complaintflow.storage.hashing import canonical, iso, parse_canonical
 from complaintflow.worktime import WorkingCalendar, WorkResult
 
-__all__ = ["CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso",
+__all__ = ["SCHEDULER", "CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso",
            "recorded_actions"]
+
+#: the actor id warnings, breaches and the transitions breaches fire are recorded under
+SCHEDULER = "system:scheduler"
 
 
 def parse_iso(text: str) -> datetime:

@@ -79,6 +79,10 @@ class Finding:
     breach records other actions, escalation, severity raise, transition fired or roles
     notified, than its timer's ``on_breach`` in the rule set in force),
     ``wrong_warning_actions`` (a warning notifies other roles than its rule does);
+    ``missing_breach_action`` (a breach's ``on_breach`` fires a transition and neither it
+    nor its refusal follows in the breach's transaction), ``unexpected_breach_action`` (a
+    transition or refusal by the scheduler that no breach of its transaction calls for),
+    ``wrong_action_refusal`` (recorded as refused, though the rules allowed it then);
     ``severity_floor_mismatch`` / ``escalation_mismatch`` (the row's ``severity_floor`` or
     ``escalated_to`` differs from what the recorded breaches give). Times in the detail are
     in the rules' zone.

@@ -8,6 +8,7 @@ comes from the deep part; histories the engine wrote itself verify clean.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +20,18 @@ from complaintflow import Actor, Engine, SimulatedClock, parse_rules
 from complaintflow.scheduler import Scheduler
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
+from complaintflow.storage.tables import events as E
 from complaintflow.verify import verify_parallel
-from tests.integration.test_replay_audit import complaint_id, delete_event, findings, forge
+from tests.integration.test_breach_actions import CLERK as ESCALATING_CLERK
+from tests.integration.test_breach_actions import ESCALATING
+from tests.integration.test_replay_audit import (
+    complaint_id,
+    delete_event,
+    findings,
+    forge,
+    rechain,
+)
+from tests.integration.test_timers import local
 
 START = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 CLERK = Actor("clerk.li", ["clerk"])
@@ -349,3 +360,71 @@ def test_parallel_since_checks_idle_complaints_as_verify_does(
     assert (idle, 1, "missed_breach") in findings(sequential)
     assert verify_parallel(engine, 2, deep=True, since=since).to_json() == \
         sequential.to_json()
+
+
+# -- the transition a breach fires ----------------------------------------------------------
+
+
+@pytest.fixture
+def escalating(db_url: str, clock: SimulatedClock) -> Iterator[Engine]:
+    """test_breach_actions' rules: a breach that fires ``escalate``."""
+    with Engine.open(db_url, rules=parse_rules(ESCALATING, "escalating.yaml"),
+                     clock=clock) as engine:
+        yield engine
+
+
+def escalated(engine: Engine, clock: SimulatedClock, *, wait: bool = False) -> list[Any]:
+    """A complaint whose breach fired ``escalate`` (refused, with ``wait``); its history."""
+    number = engine.submit({"note": "x"}, ESCALATING_CLERK).number
+    if wait:
+        clock.set(local(3, 2, 10))
+        engine.fire(number, "wait", ESCALATING_CLERK)
+    clock.set(local(3, 2, 11, 30))
+    Scheduler(engine).tick()
+    history = engine.history(number)
+    assert history[-2].type == "timer_breached"
+    assert history[-1].type == ("timer_action_refused" if wait else "transition")
+    assert engine.verify(deep=True).ok
+    return history
+
+
+def deep_kinds(engine: Engine) -> list[tuple[int | None, str]]:
+    return [(seq, kind) for _, seq, kind in findings(engine.verify(deep=True))]
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["fired", "refused"])
+def test_a_breach_whose_transition_was_deleted(escalating: Engine, clock: SimulatedClock,
+                                               wait: bool) -> None:
+    history = escalated(escalating, clock, wait=wait)
+    number, breach, answer = history[0].number, history[-2], history[-1]
+    delete_event(escalating, number, answer.seq)
+    assert (breach.seq, "missing_breach_action") in deep_kinds(escalating)
+
+
+def test_a_scheduler_transition_no_breach_called_for(escalating: Engine,
+                                                     clock: SimulatedClock) -> None:
+    history = escalated(escalating, clock)
+    number, breach, moved = history[0].number, history[-2], history[-1]
+    forge(escalating, number, breach.seq, lambda p: p["actions"].pop("fire"))
+    found = deep_kinds(escalating)
+    assert (moved.seq, "unexpected_breach_action") in found
+    assert (breach.seq, "wrong_breach_actions") in found
+
+
+def test_a_refusal_recorded_for_a_transition_the_rules_allowed(escalating: Engine,
+                                                               clock: SimulatedClock) -> None:
+    history = escalated(escalating, clock)
+    number, moved = history[0].number, history[-1]
+    cid = complaint_id(escalating, number)
+    with escalating.database.begin() as conn:
+        conn.execute(sa.update(E).where(E.c.complaint_id == cid, E.c.seq == moved.seq).values(
+            type="timer_action_refused", trigger=None, to_state="received",
+            payload=json.dumps({"timer": "answer", "trigger": "escalate",
+                                "check": "source_state", "reason": "forged"})))
+    rechain(escalating, number)
+    set_row(escalating, number, state="received")
+    found = [(seq, kind) for seq, kind in deep_kinds(escalating)
+             if kind not in ("timers_mismatch", "wrong_timers")]
+    assert (moved.seq, "wrong_action_refusal") in found
+    (detail,) = details(escalating, "wrong_action_refusal")
+    assert "fires 'escalate', which the rules allowed then" in detail
