@@ -21,7 +21,7 @@ from complaintflow.errors import RuleError, RuleProblem
 from complaintflow.rules.check import check_rule_file, did_you_mean
 from complaintflow.rules.model import RuleFile
 from complaintflow.rules.ruleset import RuleSet
-from complaintflow.rules.source import Path, SourceMap, read_yaml
+from complaintflow.rules.source import Path, SourceMap, format_path, read_yaml
 
 __all__ = ["DEFAULT_RULES_NAME", "default_rules_text", "json_schema", "load_rules", "parse_rules"]
 
@@ -58,31 +58,75 @@ def load_rules(path: str | FilePath | None = None) -> RuleSet:
     return parse_rules(text, str(file))
 
 
-def parse_rules(text: str, source_name: str = "<string>") -> RuleSet:
+def parse_rules(text: str, source_name: str = "<string>", *, stored: bool = False) -> RuleSet:
     """Check ``text`` as a rule file; raise ``RuleError`` listing every problem.
-    Rule sets are immutable, so the result is cached by text and source name."""
-    return _parse_cached(text, source_name)
+    Rule sets are immutable, so the result is cached by text and source name.
+
+    Values must have their YAML types (``final: 'yes'`` is refused). ``stored`` reads the
+    text of a rule set already stored by the engine as the release that stored it did,
+    converting types where that one did, so that complaints pinned to it keep running."""
+    if not isinstance(source_name, str):
+        raise RuleError([RuleProblem("<string>", None, None, "",
+                                     "the rule source name must be str, not "
+                                     f"{type(source_name).__name__}", "a file name")])
+    if not isinstance(text, str):
+        hint = " (decode it first, or use load_rules)" if isinstance(
+            text, bytes | bytearray | memoryview) else ""
+        raise RuleError([RuleProblem(source_name, None, None, "",
+                                     f"rule text must be str, not {type(text).__name__}{hint}",
+                                     "text (str)")])
+    return _parse_cached(text, source_name, bool(stored))
 
 
 @functools.lru_cache(maxsize=32)
-def _parse_cached(text: str, source_name: str) -> RuleSet:
-    data, source, problems = read_yaml(text, source_name)
-    if problems:
-        raise RuleError(problems)
-    if not isinstance(data, dict):
-        raise RuleError([source.problem((), "the rule file must be a mapping",
-                                        expected="a mapping")])
-    try:
-        definition = RuleFile.model_validate(data)
-    except ValidationError as exc:
-        problems = _structural_problems(exc, source)
-        problems.extend(_check_remainder(exc, data, source, {p.path for p in problems}))
-        raise RuleError(problems) from None
-    problems = check_rule_file(definition, source)
-    if problems:
+def _parse_cached(text: str, source_name: str, stored: bool) -> RuleSet:
+    data, source, read_problems = read_yaml(text, source_name)
+    if read_problems and not source.positions:
+        raise RuleError(read_problems)  # nothing could be read: malformed, empty, ...
+    definition, problems = _validate(data, source, stored)
+    if read_problems:
+        # the reader skipped what it refused; what follows from that is not a new problem
+        problems = read_problems + _not_follow_on(problems, source)
+    if problems or definition is None:
+        # in the order of the file, as an editor lists them
+        problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
         raise RuleError(problems)
     version = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return RuleSet.build(definition, version, text, source_name)
+
+
+def _validate(data: Any, source: SourceMap,
+              stored: bool = False) -> tuple[RuleFile | None, list[RuleProblem]]:
+    """The structural pass, then the checks: the definition (if the structure is valid) and
+    every problem found."""
+    if not isinstance(data, dict):
+        return None, [source.problem((), "the rule file must be a mapping",
+                                     expected="a mapping")]
+    try:
+        definition = RuleFile.model_validate(data, strict=not stored,
+                                             context={"stored": stored})
+    except ValidationError as exc:
+        problems = _structural_problems(exc, source)
+        problems.extend(_check_remainder(exc, data, source, {p.path for p in problems}))
+        return None, problems
+    return definition, check_rule_file(definition, source)
+
+
+def _not_follow_on(problems: list[RuleProblem], source: SourceMap) -> list[RuleProblem]:
+    """Drop the problems at or under a value the reader refused (it read it as null), and
+    the missing keys of a mapping it dropped entries of (a merge key, a complex key)."""
+    lost = {format_path(p) for p in source.lost}
+    partial = {format_path(p): keys for p, keys in source.partial.items()}
+
+    def follows(path: str) -> bool:
+        if path in lost or "" in lost:
+            return True
+        if any(path[:i] in lost for i, c in enumerate(path) if c in ".["):
+            return True
+        parent, _, key = path.rpartition(".")
+        return parent in partial and key not in partial[parent] and "[" not in key
+
+    return [p for p in problems if not follows(p.path)]
 
 
 _LISTS: tuple[tuple[str, ...], ...] = (
@@ -95,7 +139,8 @@ class _ShiftedSource(SourceMap):
     """A source map for pruned data: list indices are mapped back to the document's."""
 
     def __init__(self, base: SourceMap, kept: dict[tuple[str, ...], list[int]]) -> None:
-        super().__init__(base.file, base.positions, base.key_positions)
+        super().__init__(base.file, base.positions, base.key_positions, base.via,
+                         base.key_via, base.lost, base.partial)
         self.kept = kept
 
     def translate(self, path: Path) -> Path:
@@ -298,6 +343,22 @@ def _one_per_union(items: list[_Located]) -> list[_Located]:
         level += 1
 
 
+#: what a value of the wrong type should have been (the structural pass is strict: YAML types
+#: are not converted, so a quoted number or a 'yes' is reported here)
+_EXPECTED = {
+    "bool_type": "true or false, without quotes",
+    "int_type": "an integer, without quotes or decimal point",
+    "float_type": "a number, without quotes",
+    "decimal_type": "a number, without quotes",
+    "string_type": "text (quote a value that YAML reads as a number, boolean or null)",
+    "date_type": "a date such as 2026-10-01",
+    "date_from_text": "a date such as 2026-10-01",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
 def _structural_problems(exc: ValidationError, source: SourceMap) -> list[RuleProblem]:
     problems: list[RuleProblem] = []
     seen: set[tuple[str, str]] = set()
@@ -317,7 +378,7 @@ def _structural_problems(exc: ValidationError, source: SourceMap) -> list[RulePr
             problem = source.problem(item.path, f"not a valid value (got {shown})",
                                      expected=" or ".join(dict.fromkeys(accepted)))
         else:
-            expected = None
+            expected = _EXPECTED.get(kind)
             suggestion = None
             if kind == "literal_error":
                 expected = str(err.get("ctx", {}).get("expected", ""))

@@ -7,18 +7,24 @@ of every condition are checked after this structural pass, in ``complaintflow.ru
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import date as date_
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     StringConstraints,
     Tag,
+    ValidationInfo,
+    WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "WEEKDAYS",
@@ -62,7 +68,55 @@ Scalar = str | bool | int | float | None
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: a value must have its YAML type ('yes' is no boolean, 1.0 and '3' no integer,
+    # 0 no text); the few values that are read from another type say so below
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+
+def _stored(info: ValidationInfo) -> bool:
+    """Reading a rule set stored by an earlier release, whose loader converted types as
+    pydantic's lax mode does (``loader.parse_rules(..., stored=True)``)."""
+    return bool(info.context and info.context.get("stored"))
+
+
+def _number(value: Any, info: ValidationInfo) -> Any:
+    """A YAML number as a ``Decimal`` (through its shortest text, so ``0.1`` stays 0.1)."""
+    if _stored(info) and not isinstance(value, int | float | Decimal):
+        return value  # as the lax loader read it: '5' is 5
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise PydanticCustomError("decimal_type", "Input should be a number")
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999 is read as infinity
+        raise PydanticCustomError("finite_number", "Input should be a finite number")
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date(value: Any, info: ValidationInfo) -> Any:
+    """YAML has no dates here (the reader keeps ``2026-10-01`` a string): parse the text."""
+    if isinstance(value, date_) or (_stored(info) and not isinstance(value, str)):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return date_.fromisoformat(value)
+        except ValueError:
+            message = "Input should be a valid date: there is no such day"
+            raise PydanticCustomError("date_from_text", message) from None
+    raise PydanticCustomError("date_type", "Input should be a date")
+
+
+def _format_version(value: Any, info: ValidationInfo) -> Any:
+    # Literal[1] would also take true and 1.0, which are equal to 1
+    if type(value) is not int and not _stored(info):
+        raise PydanticCustomError("literal_error", "Input should be 1", {"expected": "1"})
+    return value
+
+
+#: a number written in the file (an integer or a decimal fraction), never quoted text
+Number = Annotated[Decimal, BeforeValidator(_number), WithJsonSchema({"type": "number"})]
+#: a date written as ``YYYY-MM-DD``
+IsoDate = Annotated[date_, BeforeValidator(_iso_date)]
 
 
 class Label(Strict):
@@ -98,8 +152,8 @@ class FieldDef(Strict):
     personal: bool = Field(
         False, description="personal data: shown only to roles listed in personal_data.readers"
     )
-    min: Decimal | None = Field(None, description="smallest allowed integer or decimal value")
-    max: Decimal | None = Field(None, description="largest allowed integer or decimal value")
+    min: Number | None = Field(None, description="smallest allowed integer or decimal value")
+    max: Number | None = Field(None, description="largest allowed integer or decimal value")
     max_length: int | None = Field(None, ge=1, description="longest allowed string or text")
     description: str | None = None
 
@@ -290,7 +344,7 @@ class Duration(Strict):
 
 
 class CalendarOverride(Strict):
-    date: date_
+    date: IsoDate
     kind: Literal["holiday", "workday", "hours"]
     hours: list[IntervalText] = Field([], description="with kind 'hours': e.g. ['08:30-12:00']")
     note: str = Field(min_length=1, description="where this comes from (e.g. 国办发明电 notice)")
@@ -398,7 +452,7 @@ class ReviewDef(Strict):
 class RuleFile(Strict):
     """A complete rule file."""
 
-    format: Literal[1] = 1
+    format: Annotated[Literal[1], BeforeValidator(_format_version)] = 1
     name: str = Field(min_length=1)
     description: str | None = None
     timezone: str = Field("Asia/Shanghai", description="IANA zone used to show times")

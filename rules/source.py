@@ -4,19 +4,24 @@ PyYAML only *composes* the document into nodes here; it never constructs Python 
 so tags such as ``!!python/object`` cannot run anything: any explicit tag is a problem.
 Scalars are resolved by a small YAML-1.2-core-like resolver of our own, so that ``on``,
 ``off``, ``yes``, ``no`` stay strings and ``13:00`` does not become the sexagesimal 780.
+
+A value that comes from an alias (``*name``) is located where the alias is used, and its
+problems name the place of the aliased text as well: PyYAML's composer hands back the
+anchored node itself for every alias, so our composer wraps it with the alias's own mark.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from complaintflow.errors import RuleProblem
 
-__all__ = ["Located", "Path", "SourceMap", "format_path", "read_yaml"]
+__all__ = ["Located", "Path", "SourceMap", "Via", "format_path", "read_yaml"]
 
 Path = tuple[str | int, ...]
 
@@ -35,8 +40,6 @@ _STANDARD_TAGS = {
 _INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _MAX_DEPTH = 64
-#: libyaml's composer when available (an order of magnitude faster; same nodes and marks)
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # aliases are expanded: without a budget, 20 lines of nested aliases expand to millions of values
 _MAX_VALUES = 100_000
 
@@ -57,24 +60,48 @@ class Located:
     column: int
 
 
+@dataclass(frozen=True)
+class Via:
+    """A value reached through an alias: the alias's name and where the value really is."""
+
+    alias: str
+    origin: Located
+
+    def note(self) -> str:
+        return f"via alias *{self.alias}, from line {self.origin.line}, " \
+               f"column {self.origin.column}"
+
+
 @dataclass
 class SourceMap:
-    """Where each key path of the document starts (1-based line and column)."""
+    """Where each key path of the document starts (1-based line and column).
+
+    Inside an aliased value the position is the alias's, and ``via`` (``key_via`` for keys)
+    keeps where the text is. ``lost`` are the paths whose value the reader refused (it reads
+    them as null) and ``partial`` the mappings it dropped entries of (with the keys kept), so
+    that the loader does not report their consequences as further problems."""
 
     file: str
     positions: dict[Path, Located] = field(default_factory=dict)
     key_positions: dict[Path, Located] = field(default_factory=dict)
+    via: dict[Path, Via] = field(default_factory=dict)
+    key_via: dict[Path, Via] = field(default_factory=dict)
+    lost: set[Path] = field(default_factory=set)
+    partial: dict[Path, frozenset[str]] = field(default_factory=dict)
 
     def locate(self, path: Path, *, key: bool = False) -> Located | None:
         """The position of ``path``, or of its nearest located ancestor."""
+        return self._find(path, key=key)[0]
+
+    def _find(self, path: Path, *, key: bool) -> tuple[Located | None, Via | None]:
         probe = tuple(path)
         if key and probe in self.key_positions:
-            return self.key_positions[probe]
+            return self.key_positions[probe], self.key_via.get(probe)
         while True:
             if probe in self.positions:
-                return self.positions[probe]
+                return self.positions[probe], self.via.get(probe)
             if not probe:
-                return None
+                return None, None
             probe = probe[:-1]
 
     def problem(
@@ -86,16 +113,53 @@ class SourceMap:
         suggestion: str | None = None,
         key: bool = False,
     ) -> RuleProblem:
-        loc = self.locate(path, key=key)
+        loc, via = self._find(path, key=key)
         return RuleProblem(
             file=self.file,
             line=loc.line if loc else None,
             column=loc.column if loc else None,
             path=format_path(path),
-            message=message,
+            message=f"{message} ({via.note()})" if via else message,
             expected=expected,
             suggestion=suggestion,
         )
+
+
+class _AliasNode(yaml.Node):
+    """One use of an anchor: the node it stands for (``value``), marked where ``*name`` is."""
+
+    def __init__(self, target: yaml.Node, anchor: str, mark: Any) -> None:
+        super().__init__(target.tag, target, mark, mark)
+        self.anchor = anchor
+
+
+class _Composer(yaml.composer.Composer):
+    """PyYAML's composer, except that an alias gives an ``_AliasNode``: PyYAML's returns the
+    anchored node itself, so every use of it would be located at the anchor."""
+
+    if TYPE_CHECKING:  # supplied by the parser it is mixed with
+        def check_event(self, *choices: Any) -> bool: ...
+        def get_event(self) -> Any: ...
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            if event.anchor not in self.anchors:
+                raise yaml.composer.ComposerError(
+                    None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+            return _AliasNode(self.anchors[event.anchor], event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+if yaml.__with_libyaml__:
+    # libyaml's parser (an order of magnitude faster; same events and marks) under our composer
+    class _Loader(_Composer, yaml.CSafeLoader):
+        def __init__(self, stream: str) -> None:
+            yaml.CSafeLoader.__init__(self, stream)
+            self.anchors: dict[Any, yaml.Node] = {}
+else:  # pragma: no cover - PyYAML built without libyaml
+    class _Loader(_Composer, yaml.SafeLoader):  # type: ignore[no-redef]
+        pass
 
 
 class _Reader:
@@ -104,53 +168,100 @@ class _Reader:
         self.problems: list[RuleProblem] = []
         self.budget = _MAX_VALUES
 
-    def here(self, node: yaml.Node) -> Located:
+    @staticmethod
+    def here(node: yaml.Node) -> Located:
         return Located(node.start_mark.line + 1, node.start_mark.column + 1)
 
-    def fail(self, path: Path, node: yaml.Node, message: str, expected: str | None = None) -> None:
-        loc = self.here(node)
+    def fail(self, path: Path, at: Located, via: Via | None, message: str,
+             expected: str | None = None) -> None:
+        if via is not None:
+            message = f"{message} ({via.note()})"
         self.problems.append(
-            RuleProblem(self.source.file, loc.line, loc.column, format_path(path), message,
+            RuleProblem(self.source.file, at.line, at.column, format_path(path), message,
                         expected)
         )
 
-    def value(self, node: yaml.Node, path: Path, active: set[int]) -> Any:
+    def lose(self, path: Path, at: Located, via: Via | None, message: str,
+             expected: str | None = None) -> None:
+        """Report a value that cannot be read; it is read as null."""
+        self.fail(path, at, via, message, expected)
+        self.source.lost.add(path)
+
+    def value(self, node: yaml.Node, path: Path, active: set[int],
+              alias: tuple[str, Located] | None = None) -> Any:
+        """The plain data of ``node``. ``alias``: the outermost alias this value is reached
+        through (its name and where it is used); everything inside is located there."""
+        if isinstance(node, _AliasNode):
+            alias = alias or (node.anchor, self.here(node))
+            node = node.value
         self.budget -= 1
+        at, via = self.place(node, alias)
         if self.budget == 0:
-            self.fail(path, node, f"the document expands to more than {_MAX_VALUES} values",
+            self.lose(path, at, via, f"the document expands to more than {_MAX_VALUES} values",
                       "fewer aliases")
         if self.budget <= 0:
+            self.source.lost.add(path)
             return None
-        self.source.positions[path] = self.here(node)
+        self.source.positions[path] = at
+        if via is not None:
+            self.source.via[path] = via
         if len(path) > _MAX_DEPTH or id(node) in active:
-            self.fail(path, node, "document nests too deeply or refers to itself")
+            self.lose(path, at, via, "document nests too deeply or refers to itself")
             return None
         if node.tag not in _STANDARD_TAGS:
-            self.fail(path, node, f"YAML tag {node.tag!r} is not allowed in rule files",
+            self.lose(path, at, via, f"YAML tag {node.tag!r} is not allowed in rule files",
                       "plain YAML without tags")
             return None
         if isinstance(node, yaml.ScalarNode):
-            return self.scalar(node)
+            try:
+                return self.scalar(node)
+            except ValueError:  # an integer longer than Python converts
+                self.lose(path, at, via, "the number has too many digits",
+                          f"at most {sys.get_int_max_str_digits()} digits")
+                return None
         active = active | {id(node)}
         if isinstance(node, yaml.SequenceNode):
-            return [self.value(item, (*path, i), active) for i, item in enumerate(node.value)]
+            return [self.value(item, (*path, i), active, alias)
+                    for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                merge = key_node.tag == "tag:yaml.org,2002:merge"
-                if not isinstance(key_node, yaml.ScalarNode) or merge:
-                    self.fail(path, key_node, "mapping keys must be plain strings")
-                    continue
-                key = str(key_node.value)
-                child = (*path, key)
-                if key in out:
-                    self.fail(child, key_node, f"duplicate key {key!r}")
-                    continue
-                self.source.key_positions[child] = self.here(key_node)
-                out[key] = self.value(value_node, child, active)
-            return out
-        self.fail(path, node, "unsupported YAML node")  # pragma: no cover - PyYAML has 3 kinds
+            return self.mapping(node, path, active, alias)
+        self.lose(path, at, via, "unsupported YAML node")  # pragma: no cover - 3 kinds only
         return None
+
+    def mapping(self, node: yaml.MappingNode, path: Path, active: set[int],
+                alias: tuple[str, Located] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        partial = False
+        for key_node, value_node in node.value:
+            key_alias = alias
+            if isinstance(key_node, _AliasNode):
+                key_alias = alias or (key_node.anchor, self.here(key_node))
+                key_node = key_node.value
+            key_at, key_via = self.place(key_node, key_alias)
+            merge = key_node.tag == "tag:yaml.org,2002:merge"
+            if not isinstance(key_node, yaml.ScalarNode) or merge:
+                self.fail(path, key_at, key_via, "mapping keys must be plain strings")
+                partial = True
+                continue
+            key = str(key_node.value)
+            child = (*path, key)
+            if key in out:
+                self.fail(child, key_at, key_via, f"duplicate key {key!r}")
+                continue
+            self.source.key_positions[child] = key_at
+            if key_via is not None:
+                self.source.key_via[child] = key_via
+            out[key] = self.value(value_node, child, active, alias)
+        if partial:
+            self.source.partial[path] = frozenset(out)
+        return out
+
+    def place(self, node: yaml.Node, alias: tuple[str, Located] | None
+              ) -> tuple[Located, Via | None]:
+        """Where a problem in ``node`` is reported: at the alias it is reached through."""
+        if alias is None:
+            return self.here(node), None
+        return alias[1], Via(alias[0], self.here(node))
 
     @staticmethod
     def scalar(node: yaml.ScalarNode) -> Any:
@@ -184,7 +295,7 @@ def read_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[RuleProblem]]:
             f"malformed YAML: control character U+{ord(bad.group()):04X} is not allowed",
             "well-formed YAML")]
     try:
-        node = yaml.compose(text, Loader=_LOADER)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = RuleProblem(

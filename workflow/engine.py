@@ -441,8 +441,9 @@ class Engine:
                                 ).first()
             if text is None:
                 raise NotFound("rule set", version)
-            found = self._versions[version] = Compiled.build(parse_rules(text.text,
-                                                                          text.source))
+            # as the release that stored it read it (older loaders converted types)
+            found = self._versions[version] = Compiled.build(
+                parse_rules(text.text, text.source, stored=True))
         return found
 
     def compiled_current(self) -> Compiled:
