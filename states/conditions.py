@@ -6,7 +6,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from complaintflow.actor import Actor
@@ -233,7 +233,7 @@ def _named(ref: Compare | OperandRef) -> str:
     return f"the number of {ref.count_of!r}"
 
 
-def _shown(value: Any, scope: Scope) -> str:
+def _shown(value: Any, scope: Scope, rounding: str = ROUND_HALF_EVEN) -> str:
     if value is None:
         return "not set"
     if isinstance(value, datetime):
@@ -243,7 +243,9 @@ def _shown(value: Any, scope: Scope) -> str:
     if isinstance(value, Decimal):
         exponent = value.as_tuple().exponent
         if isinstance(exponent, int) and exponent < -2 and abs(value) < 10**20:
-            value = value.quantize(Decimal("0.01"))  # elapsed time: 2.33 hours, not 28 digits
+            # elapsed time: 2.33 hours, not 28 digits; rounded away from the bound it
+            # failed, so that 1.9999 is not shown as a 2.00 that would have passed
+            value = value.quantize(Decimal("0.01"), rounding=rounding)
         return format(value, "f")
     if isinstance(value, tuple | list | frozenset):
         return "[" + ", ".join(_shown(v, scope) for v in value) + "]"
@@ -276,7 +278,12 @@ def _holds(cond: Condition, rules: RuleSet, scope: Scope) -> str:
 
 
 def _said(cmp: Compare, rules: RuleSet, scope: Scope, negated: bool = False) -> str:
-    subject = f"{_named(cmp)} ({_shown(_subject(cmp)(scope), scope)})"
+    lower = cmp.ge is not None or cmp.gt is not None  # a failed lower bound: value below
+    upper = cmp.le is not None or cmp.lt is not None
+    below = (lower and not negated) or (upper and negated)
+    above = (upper and not negated) or (lower and negated)
+    rounding = ROUND_FLOOR if below else ROUND_CEILING if above else ROUND_HALF_EVEN
+    subject = f"{_named(cmp)} ({_shown(_subject(cmp)(scope), scope, rounding)})"
     if cmp.is_set is not None:
         if negated:
             return f"{subject} is {'set' if cmp.is_set else 'not set'}"

@@ -547,6 +547,13 @@ def open_engine(settings: Settings, actor: Actor | None = None) -> Iterator[Engi
         engine.close()
 
 
+def _worker_name(value: str | None) -> str | None:
+    """``--worker``: empty means the default (host:pid); at most 200 characters."""
+    if value is not None and len(value) > 200:
+        raise click.BadParameter("at most 200 characters", param_hint="--worker")
+    return value or None
+
+
 def _check_choice(ctx: click.Context, option: str, value: str, known: Sequence[str]) -> None:
     if value not in known:
         hint = did_you_mean(value, known)
@@ -2040,7 +2047,9 @@ def scheduler_group() -> None:
 
 def _scheduler_options(f: F) -> F:
     f = click.option(
-        "--worker", metavar="NAME", help="This process's name in the history [host:pid]."
+        "--worker", metavar="NAME", type=click.STRING,
+        callback=lambda _ctx, _param, value: _worker_name(value),
+        help="This process's name in the history [host:pid]."
     )(f)
     f = click.option(
         "--batch-size",
@@ -2128,7 +2137,7 @@ def _stop_on_signals(stop: threading.Event, log: logging.Logger) -> Iterator[Non
 @_scheduler_options
 @click.option(
     "--min-interval",
-    type=click.FloatRange(min=0.01),
+    type=click.FloatRange(min=0.01, max=86_400),
     default=0.2,
     show_default=True,
     metavar="S",
@@ -2136,7 +2145,7 @@ def _stop_on_signals(stop: threading.Event, log: logging.Logger) -> Iterator[Non
 )
 @click.option(
     "--max-interval",
-    type=click.FloatRange(min=0.01),
+    type=click.FloatRange(min=0.01, max=86_400),
     default=30.0,
     show_default=True,
     metavar="S",

@@ -176,3 +176,19 @@ def test_cli_scheduler_run_refuses_zero_threads(tmp_path: Any) -> None:
     )
     assert result.exit_code == 2
     assert "--threads" in result.output
+
+
+@pytest.mark.parametrize("args", [["--max-interval", "100000"], ["--min-interval", "90000"],
+                                  ["--worker", "w" * 201]])
+def test_cli_scheduler_run_refuses_what_the_scheduler_would(tmp_path: Any,
+                                                            args: list[str]) -> None:
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "c.db"), "scheduler", "run",
+                                       *args])
+    assert result.exit_code == 2, result.output
+    assert args[0] in result.output
+
+
+def test_cli_scheduler_tick_takes_an_empty_worker_as_the_default(tmp_path: Any) -> None:
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "c.db"), "scheduler", "tick",
+                                       "--worker", ""])
+    assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from complaintflow import Actor, load_rules
-from complaintflow.rules.model import Condition, NotOf
+from complaintflow.rules.model import Compare, Condition, NotOf
 from complaintflow.rules.timing import build_calendars
 from complaintflow.rules.values import coerce, type_of_field
 from complaintflow.states.conditions import Facts, Scope, compile_condition, explain
@@ -116,3 +116,16 @@ def test_elapsed_time_is_shown_rounded_and_negations_say_what_holds() -> None:
     assert explain(cond, RULES, scope_with()) == (
         "this must not hold, and does: the actor's roles (['customer_service']) contains "
         "'customer_service'")
+
+
+def test_a_rounded_value_never_seems_to_meet_the_bound_it_failed() -> None:
+    hours = Compare.model_validate({"elapsed_since": "feed_back", "unit": "hours", "ge": 2})
+    facts = Facts(last_time={"feed_back": NOW - timedelta(seconds=7199)})  # 1.9997 hours
+    scope = Scope({}, Actor("li.na", ("customer_service",)), facts, NOW, CALENDARS,
+                  RULES.definition.calendar)
+    assert explain(hours, RULES, scope) == "hours since 'feed_back' (1.99) must be at least 2"
+    at_most = Compare.model_validate({"elapsed_since": "feed_back", "unit": "hours", "le": 1})
+    facts = Facts(last_time={"feed_back": NOW - timedelta(seconds=3601)})  # 1.0003 hours
+    scope = Scope({}, Actor("li.na", ("customer_service",)), facts, NOW, CALENDARS,
+                  RULES.definition.calendar)
+    assert explain(at_most, RULES, scope) == "hours since 'feed_back' (1.01) must be at most 1"

@@ -19,6 +19,7 @@ from complaintflow.errors import RuleError, RuleProblem
 from complaintflow.rules.loader import default_rules_text, json_schema, parse_rules
 from complaintflow.rules.source import format_path, read_yaml
 from complaintflow.storage.tables import rulesets as R
+from tests.unit.test_rules_loader import at
 
 FILE = "strict.yaml"
 DEFAULT = default_rules_text()
@@ -46,15 +47,6 @@ transitions:
     to: closed
     roles: [clerk]
 """
-
-
-def at(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
-    """1-based line and column where the ``occurrence``-th ``needle`` starts."""
-    index = -1
-    for _ in range(occurrence):
-        index = text.index(needle, index + 1)
-    line = text.count("\n", 0, index) + 1
-    return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
 def replaced(old: str, new: str, base: str = DEFAULT) -> str:
