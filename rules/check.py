@@ -5,14 +5,13 @@ Every check appends to one list of problems, so the administrator sees all of th
 
 from __future__ import annotations
 
-import difflib
 import re
 import zoneinfo
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from decimal import Decimal
 from typing import Any
 
-from complaintflow.errors import RuleProblem
+from complaintflow.errors import RuleProblem, did_you_mean
 from complaintflow.rules.model import (
     AllOf,
     AnyOf,
@@ -32,11 +31,6 @@ __all__ = ["OPERATORS", "check_rule_file", "did_you_mean"]
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "is_set")
 SUBJECTS = ("field", "actor", "last_actor_of", "count_of", "elapsed_since")
 _PATTERN_TOKEN = re.compile(r"\{([^{}]*)\}")
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return matches[0] if matches else None
 
 
 class _Checker:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from complaintflow.errors import CalendarError
+from complaintflow.errors import CalendarError, did_you_mean
 from complaintflow.rules.model import WEEKDAYS, CalendarDef, Duration, RuleFile
 from complaintflow.worktime import (
     CalendarSpec,
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
     from complaintflow.rules.check import _Checker
 
 
-def did_you_mean(word: str, candidates: Any) -> str | None:
-    from complaintflow.rules.check import did_you_mean as suggest
-
-    return suggest(word, candidates)
 
 __all__ = ["UNITS", "build_calendars", "calendar_spec", "check_timing", "duration_of",
            "parse_interval"]

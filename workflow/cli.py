@@ -44,12 +44,11 @@ from complaintflow.demo import (
     run_demo,
 )
 from complaintflow.engine import Engine
-from complaintflow.errors import ComplaintflowError, InvalidInput, MissingFields, RuleError
+from complaintflow.errors import ComplaintflowError, InvalidInput, MissingFields, RuleError, hint
 from complaintflow.export import check_export, export_events, open_destination
 from complaintflow.migrate import MigrationItem, MigrationRefused
 from complaintflow.outbox import Notification
 from complaintflow.replay import Replayed, ReplayedTimer
-from complaintflow.rules.check import did_you_mean
 from complaintflow.rules.loader import default_rules_text, json_schema, load_rules
 from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import RuleSet
@@ -556,11 +555,8 @@ def _worker_name(value: str | None) -> str | None:
 
 def _check_choice(ctx: click.Context, option: str, value: str, known: Sequence[str]) -> None:
     if value not in known:
-        hint = did_you_mean(value, known)
-        message = f"{value!r} is not one of {', '.join(known)}"
-        if hint:
-            message += f"; did you mean {hint!r}?"
-        raise click.BadParameter(message, ctx=ctx, param_hint=option)
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(known)}"
+                                 + hint(value, known), ctx=ctx, param_hint=option)
 
 
 # -- the group ------------------------------------------------------------------------------

@@ -22,8 +22,7 @@ from complaintflow import sla
 from complaintflow.actor import Actor
 from complaintflow.audit import resolve_hash
 from complaintflow.engine import CommittedEvent, build_event
-from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput
-from complaintflow.rules.check import did_you_mean
+from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput, hint
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field
 from complaintflow.states.conditions import Facts
@@ -105,10 +104,9 @@ def _key_problems(where: Where) -> list[FieldProblem]:
     problems = []
     for key in where:
         if key not in WHERE_KEYS:
-            hint = did_you_mean(key, WHERE_KEYS)
             problems.append(FieldProblem(
                 f"where.{key}", f"unknown key; expected one of {', '.join(WHERE_KEYS)}"
-                + (f"; did you mean {hint!r}?" if hint else "")))
+                + hint(key, WHERE_KEYS)))
     return problems
 
 
@@ -164,9 +162,7 @@ def _rules_in_use(conn: Connection, engine: Engine, target: str) -> list[RuleSet
 
 
 def _unknown(field: str, value: str, among: list[str], what: str) -> FieldProblem:
-    hint = did_you_mean(value, among)
-    return FieldProblem(field, f"{value!r} is not {what}"
-                        + (f"; did you mean {hint!r}?" if hint else ""))
+    return FieldProblem(field, f"{value!r} is not {what}" + hint(value, among))
 
 
 def _check_selection(conn: Connection, engine: Engine, target: str,
