@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -19,10 +20,10 @@ from sqlalchemy.pool import StaticPool
 from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput, StorageError
 from complaintflow.storage.tables import UTCDateTime
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "alembic_config", "autocommit",
-           "connect", "driver_cursor", "execute_pipeline", "fetch_one", "read",
-           "sqlite_datetime_in", "sqlite_datetime_out", "sqlite_pragmas", "translate_errors",
-           "upgrade", "write"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "SqliteWrite", "alembic_config",
+           "autocommit", "connect", "execute_pipeline", "fetch_one", "read",
+           "sqlite_datetime_in", "sqlite_datetime_out", "sqlite_pragmas", "sqlite_write",
+           "translate_errors", "upgrade", "write"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Durable commits: in WAL mode, synchronous=NORMAL skips the WAL fsync at commit, so a power
@@ -107,6 +108,8 @@ def connect(url: str | URL, *, pool_size: int | None = None, max_overflow: int |
             # straight through the driver: SQLAlchemy's statement machinery costs more than
             # the BEGIN itself, on every transaction
             dbapi_connection: Any = conn.connection.dbapi_connection
+            if dbapi_connection.in_transaction:
+                return  # a Connection made inside ``sqlite_write``'s transaction
             try:
                 dbapi_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
             except conn.dialect.loaded_dbapi.Error as exc:
@@ -189,8 +192,9 @@ def _driver_error(conn: Connection, exc: Any, dbapi_connection: Any) -> NoReturn
 
 
 # SQLite through the driver: a timestamp as SQLAlchemy stores it (UTC, ISO text without a
-# zone) and reads it back (aware UTC), by SQLAlchemy's own processors for the column type,
-# so both write paths store the same text.
+# zone) and reads it back (aware UTC), so both write paths store the same text. Reading goes
+# through SQLAlchemy's own result processor for the column type; writing formats the text
+# directly (a test checks it against SQLAlchemy's bind processor), which costs a fifth.
 def _sqlite_datetime() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     dialect = sqlite.dialect()
     impl = UTCDateTime().dialect_impl(dialect)
@@ -199,25 +203,78 @@ def _sqlite_datetime() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     return stored, read
 
 
-sqlite_datetime_in, sqlite_datetime_out = _sqlite_datetime()
+sqlite_datetime_out = _sqlite_datetime()[1]
+
+
+def sqlite_datetime_in(value: datetime | None) -> str | None:
+    """An aware datetime as the SQLite column stores it (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``);
+    None stays None. A naive datetime raises ``ValueError``, as ``UTCDateTime`` does."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+class SqliteWrite:
+    """One SQLite write transaction held straight on a pooled DBAPI connection
+    (``sqlite_write``): ``cursor`` runs SQL text in sqlite3's named paramstyle (sqlite3 keeps
+    the prepared statements by their text); values go in and come out as the driver takes
+    and gives them (timestamps: ``sqlite_datetime_in`` / ``_out``). ``connection()`` is a
+    SQLAlchemy ``Connection`` inside the same transaction, for the rare reads left to
+    SQLAlchemy (a rule set not compiled yet, a history to replay); it is made on first
+    use, so a transaction that needs none pays for none."""
+
+    __slots__ = ("_connection", "_engine", "_fairy", "cursor")
+
+    def __init__(self, engine: Engine, fairy: Any) -> None:
+        self._engine = engine
+        self._fairy = fairy
+        self._connection: Connection | None = None
+        self.cursor: Any = None
+
+    def connection(self) -> Connection:
+        if self._connection is None:
+            # SQLAlchemy begins its own transaction on first use; ``_on_begin`` sees the
+            # driver's open one and issues no second BEGIN
+            self._connection = Connection(self._engine, connection=self._fairy)
+        return self._connection
 
 
 @contextlib.contextmanager
-def driver_cursor(conn: Connection) -> Iterator[Any]:
-    """SQLite: a cursor straight on ``conn``'s DBAPI connection, inside ``conn``'s
-    transaction (``write``'s BEGIN IMMEDIATE and COMMIT stay SQLAlchemy's), for SQL text in
-    sqlite3's named paramstyle, bypassing SQLAlchemy's statement machinery (sqlite3 keeps
-    the prepared statements by their text). Values go in and come out as the driver
-    takes and gives them (timestamps: ``sqlite_datetime_in`` / ``_out``). Driver errors come
-    out as SQLAlchemy's, so ``translate_errors`` treats them as any other."""
-    dbapi_connection: Any = conn.connection.dbapi_connection
-    cursor = dbapi_connection.cursor()
-    try:
-        yield cursor
-    except conn.dialect.loaded_dbapi.Error as exc:
-        _driver_error(conn, exc, dbapi_connection)
-    finally:
-        cursor.close()
+def sqlite_write(engine: Engine, number: str | None = None) -> Iterator[SqliteWrite]:
+    """SQLite: one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) issued straight
+    on a connection of ``engine``'s pool, bypassing SQLAlchemy's Connection and
+    Transaction machinery, which costs more than a small transaction's own statements.
+    Rolled back if the body raises; the connection goes back to the pool either way.
+    Driver errors come out as ``write``'s do (``translate_errors``)."""
+    with translate_errors(number):
+        fairy = engine.raw_connection()
+        dbapi_connection: Any = fairy.dbapi_connection
+        tx = SqliteWrite(engine, fairy)
+        try:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                tx.cursor = dbapi_connection.cursor()
+                yield tx
+                dbapi_connection.execute("COMMIT")
+            finally:
+                if tx.cursor is not None:
+                    tx.cursor.close()
+                if dbapi_connection.in_transaction:
+                    dbapi_connection.rollback()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                fairy.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(None, None, exc, engine.dialect.loaded_dbapi.Error,
+                                             dialect=engine.dialect) from exc
+        finally:
+            if tx._connection is not None:
+                tx._connection.close()  # ends its (already finished) transaction, checks in
+            else:
+                fairy.close()
 
 
 def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) -> None:

@@ -179,6 +179,14 @@ _INDEXED_MOVED = frozenset(
     or any(name in c.columns for c in C.constraints if isinstance(c, sa.UniqueConstraint)))
 
 
+#: a connection, or a callable opening one on first need (``db.SqliteWrite.connection``)
+ConnectionSource = Connection | Callable[[], Connection]
+
+
+def _opened(conn: ConnectionSource) -> Connection:
+    return conn if isinstance(conn, Connection) else conn()
+
+
 def _changed(moved: Mapping[str, Any], row: Any) -> dict[str, Any]:
     """SQLite: the moved columns to SET, without the indexed ones whose value stays (the
     UPDATE's SET list follows the parameters' keys)."""
@@ -433,11 +441,11 @@ class Engine:
 
     # -- rule-set versions -----------------------------------------------------------------
 
-    def compiled(self, conn: Connection, version: str) -> Compiled:
+    def compiled(self, conn: ConnectionSource, version: str) -> Compiled:
         """The compiled rule set of ``version`` (loaded from the database if not current)."""
         found = self._versions.get(version)
         if found is None:
-            text = conn.execute(sa.select(R.c.text, R.c.source).where(R.c.hash == version)
+            text = _opened(conn).execute(sa.select(R.c.text, R.c.source).where(R.c.hash == version)
                                 ).first()
             if text is None:
                 raise NotFound("rule set", version)
@@ -450,7 +458,7 @@ class Engine:
         """The compiled form of the engine's current rule set."""
         return self._versions[self.rules.version]
 
-    def calendar_lookup(self, conn: Connection) -> sla.CalendarLookup:
+    def calendar_lookup(self, conn: ConnectionSource) -> sla.CalendarLookup:
         def lookup(name: str | None, version: str) -> WorkingCalendar | None:
             if name is None:
                 return None
@@ -670,7 +678,7 @@ class Engine:
         self.notify([CommittedEvent(event, complaint)])
         return self._masked(complaint, actor.roles)
 
-    def _check_fire(self, conn: Connection, row: Any, actor: Actor,
+    def _check_fire(self, conn: ConnectionSource, row: Any, actor: Actor,
                     expected_version: int | None) -> None:
         self.check_actor(actor, self.compiled(conn, row.ruleset).rules)
         if expected_version is not None and expected_version != row.version:
@@ -721,22 +729,25 @@ class Engine:
                      fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
         """SQLite: read, decide and write in ONE ``BEGIN IMMEDIATE`` transaction (no one
         can move the row in between), every statement straight through the driver
-        (``db.driver_cursor``): the same rows as ``transition`` writes, without
-        SQLAlchemy's per-statement machinery. A replayed idempotency key returns the first
+        (``db.sqlite_write``; a SQLAlchemy Connection only for a read the row does not
+        cover): the same rows as ``transition`` writes, without SQLAlchemy's
+        per-statement and per-transaction machinery. A replayed idempotency key returns the first
         call's result (a Complaint)."""
         stored = db.sqlite_datetime_in
-        with db.write(self._db, number) as conn, db.driver_cursor(conn) as cursor:
+        with db.sqlite_write(self._db, number) as tx:
+            cursor = tx.cursor
             found = cursor.execute(_SQLITE_SELECT_FOR_FIRE, {"number": number}).fetchone()
             if found is None:
                 raise NotFound("complaint", number)
             row = SimpleNamespace(**dict(zip(_FIRE_ROW, found, strict=True)))
             row.received_at = db.sqlite_datetime_out(row.received_at)
             row.updated_at = db.sqlite_datetime_out(row.updated_at)
-            earlier = self._idempotent(conn, key, fingerprint, actor)
-            if earlier is not None:
-                return earlier
-            self._check_fire(conn, row, actor, expected_version)
-            move = self._prepare(conn, row, trigger, actor, data, now, comment)
+            if key is not None:
+                earlier = self._idempotent(tx.connection(), key, fingerprint, actor)
+                if earlier is not None:
+                    return earlier
+            self._check_fire(tx.connection, row, actor, expected_version)
+            move = self._prepare(tx.connection, row, trigger, actor, data, now, comment)
             at = stored(now)
             moved = _changed(move.moved, row)
             moved["updated_at"] = at
@@ -776,10 +787,11 @@ class Engine:
             raise ConcurrentUpdate(row.number, row.version, None)
         return move.event, move.complaint
 
-    def _prepare(self, conn: Connection, row: Any, trigger: str, actor: Actor,
+    def _prepare(self, conn: ConnectionSource, row: Any, trigger: str, actor: Actor,
                  data: Mapping[str, Any], now: datetime, comment: str | None) -> _Move:
         """Everything a transition decides, before anything is written: guards, machine
-        step, the timer plan, the event and the new row values (reads only)."""
+        step, the timer plan, the event and the new row values (reads only; ``conn`` is
+        opened only for what ``row`` does not carry)."""
         number = row.number
         compiled = self.compiled(conn, row.ruleset)
         raw = parse_canonical(row.fields)
@@ -804,7 +816,7 @@ class Engine:
         if compiled.timers.timers:
             runs_text = getattr(row, "timer_runs", None)
             runs = sla.timer_runs(runs_text) if runs_text is not None \
-                else sla.select_timer_runs(conn, row.id)
+                else sla.select_timer_runs(_opened(conn), row.id)
             scope_fields = {**step.fields, **builtins, "severity": step.severity,
                             "state": step.to_state}
             timers = sla.plan_event(
@@ -1125,17 +1137,17 @@ class Engine:
         return facts
 
     @classmethod
-    def facts_of(cls, conn: Connection, row: Any) -> Facts:
+    def facts_of(cls, conn: ConnectionSource, row: Any) -> Facts:
         """The history facts of a complaint row: its ``facts`` column, caught up with any
         events after the last one it folded in (appended by a writer that does not keep the
         column), or replayed in full (NULL: written before the column existed, or a row
         selected without it); never past the row's version."""
         text = getattr(row, "facts", None)
         if text is None:
-            return cls.facts(conn, row.id, upto=row.version)
+            return cls.facts(_opened(conn), row.id, upto=row.version)
         facts = Facts.from_text(text)
         if facts.through < row.version:
-            facts = cls.facts(conn, row.id, facts, upto=row.version)
+            facts = cls.facts(_opened(conn), row.id, facts, upto=row.version)
         return facts
 
     def _masked(self, complaint: Complaint, roles: tuple[str, ...] | None) -> Complaint:

@@ -372,7 +372,7 @@ def _sqlite_deadlines(timer_row_id: int, complaint_id: int, due: Due) -> list[di
 
 
 def apply_plan_sqlite(cursor: Any, plan: TimerPlan, complaint_id: int, now: datetime) -> None:
-    """Write ``plan`` on a sqlite3 ``cursor`` (``db.driver_cursor``) in its connection's
+    """Write ``plan`` on a sqlite3 ``cursor`` (``db.SqliteWrite.cursor``) in its connection's
     transaction: the same rows as ``apply_plan`` writes."""
     stored = db.sqlite_datetime_in
     at = stored(now)

@@ -1,0 +1,147 @@
+"""SQLite's driver-level write transaction (``db.sqlite_write``), which ``Engine.fire`` runs
+in: it commits what the cursor and the lazily made SQLAlchemy connection wrote together,
+rolls both back when the body raises, turns driver errors into ``StorageError`` and always
+gives the connection back to the pool; and the timestamp text it stores is the text
+SQLAlchemy's own column type stores."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine as SAEngine
+
+from complaintflow import Engine, SimulatedClock, StorageError
+from complaintflow.storage import db
+from complaintflow.storage.tables import complaints as C
+from tests.support import CS, complaint_fields
+
+#: SQLAlchemy's bind processor for the column type, which the direct formatting must match
+SQLALCHEMY_STORED = db._sqlite_datetime()[0]
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)),
+                                               timezone(timedelta(hours=-11, minutes=-30))])))
+def test_stored_timestamp_text_is_sqlalchemys(moment: datetime) -> None:
+    assert db.sqlite_datetime_in(moment) == SQLALCHEMY_STORED(moment)
+
+
+def test_stored_timestamp_refuses_a_naive_datetime_and_keeps_none() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        db.sqlite_datetime_in(datetime(2026, 3, 2, 9))
+    assert db.sqlite_datetime_in(None) is None
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[SAEngine]:
+    engine = db.connect(f"sqlite:///{tmp_path / 'w.db'}")
+    with db.write(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT UNIQUE)")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def texts(engine: SAEngine) -> list[str]:
+    with db.read(engine) as conn:
+        return list(conn.exec_driver_sql("SELECT text FROM notes ORDER BY id").scalars())
+
+
+def checked_out(engine: SAEngine) -> int:
+    pool = engine.pool
+    assert isinstance(pool, sa.pool.QueuePool)
+    return pool.checkedout()
+
+
+def test_cursor_and_connection_commit_as_one_transaction(database: SAEngine) -> None:
+    with db.sqlite_write(database) as tx:
+        tx.cursor.execute("INSERT INTO notes (text) VALUES (:t)", {"t": "driver"})
+        conn = tx.connection()
+        # the same transaction: SQLAlchemy sees the driver's uncommitted row
+        assert conn.exec_driver_sql("SELECT count(*) FROM notes").scalar_one() == 1
+        conn.exec_driver_sql("INSERT INTO notes (text) VALUES ('sqlalchemy')")
+        assert tx.connection() is conn
+    assert texts(database) == ["driver", "sqlalchemy"]
+    assert checked_out(database) == 0
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_raising_body_stores_nothing(database: SAEngine, lazy: bool) -> None:
+    with pytest.raises(RuntimeError, match="refused"), db.sqlite_write(database) as tx:
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('driver')")
+        if lazy:
+            tx.connection().exec_driver_sql("INSERT INTO notes (text) VALUES ('sqlalchemy')")
+        raise RuntimeError("refused")
+    assert texts(database) == []
+    assert checked_out(database) == 0
+    # the connection went back clean: the next transaction starts normally
+    with db.sqlite_write(database) as tx:
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('after')")
+    assert texts(database) == ["after"]
+
+
+def test_a_driver_error_is_a_storage_error_and_stores_nothing(database: SAEngine) -> None:
+    with db.write(database) as conn:
+        conn.exec_driver_sql("INSERT INTO notes (text) VALUES ('taken')")
+    with pytest.raises(StorageError), db.sqlite_write(database) as tx:
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('new')")
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('taken')")  # UNIQUE fails
+    assert texts(database) == ["taken"]
+    assert checked_out(database) == 0
+
+
+def test_the_transaction_holds_the_write_lock(database: SAEngine, tmp_path: Path) -> None:
+    other = db.connect(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        with db.sqlite_write(database) as tx:
+            tx.cursor.execute("INSERT INTO notes (text) VALUES ('first')")
+            raw = other.raw_connection()
+            try:
+                raw.dbapi_connection.execute("PRAGMA busy_timeout=0")
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    raw.dbapi_connection.execute("BEGIN IMMEDIATE")
+            finally:
+                raw.close()
+    finally:
+        other.dispose()
+    assert texts(database) == ["first"]
+
+
+def test_fire_reads_what_the_row_lacks_inside_its_transaction(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    """A fire on a row with no facts column, by an engine that has not compiled the rule set
+    the complaint is pinned to yet, reads both through the lazily made connection, and
+    leaves no connection checked out."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    first = Engine.open(url, clock=clock)
+    number = first.submit(complaint_fields(), CS).number
+    first.fire(number, "record", CS, {"readback_confirmed": True})
+    version = first.rules.version
+    first.close()
+    plain = db.connect(url)
+    with db.write(plain) as conn:
+        conn.execute(sa.update(C).where(C.c.number == number).values(facts=None))
+    plain.dispose()
+    engine = Engine.open(url, clock=clock)
+    try:
+        engine._versions.pop(version)  # as an engine that loaded another rule set
+        done = engine.fire(number, "confirm", CS, {"responsible_department": "quality",
+                                                    "handler": "wang.qa"})
+        assert (done.state, done.version) == ("confirmed", 3)
+        assert version in engine._versions
+        assert checked_out(engine.database) == 0
+        with engine.database.connect() as conn:
+            assert conn.execute(sa.select(C.c.facts).where(C.c.number == number)
+                                ).scalar_one() is not None
+        assert engine.verify(deep=True).ok
+    finally:
+        engine.close()
