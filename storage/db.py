@@ -4,6 +4,7 @@ place where driver errors become complaintflow errors."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -20,10 +21,10 @@ from sqlalchemy.pool import StaticPool
 from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput, StorageError
 from complaintflow.storage.tables import UTCDateTime
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "SqliteWrite", "alembic_config",
-           "autocommit", "connect", "execute_pipeline", "fetch_one", "read",
-           "sqlite_datetime_in", "sqlite_datetime_out", "sqlite_pragmas", "sqlite_write",
-           "translate_errors", "upgrade", "write"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "SqliteWrite", "SqliteWriter",
+           "alembic_config", "autocommit", "connect", "execute_pipeline", "fetch_one", "read",
+           "sqlite_datetime_in", "sqlite_datetime_out", "sqlite_pragmas", "translate_errors",
+           "upgrade", "write"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Durable commits: in WAL mode, synchronous=NORMAL skips the WAL fsync at commit, so a power
@@ -220,12 +221,12 @@ def sqlite_datetime_in(value: datetime | None) -> str | None:
 
 class SqliteWrite:
     """One SQLite write transaction held straight on a pooled DBAPI connection
-    (``sqlite_write``): ``cursor`` runs SQL text in sqlite3's named paramstyle (sqlite3 keeps
-    the prepared statements by their text); values go in and come out as the driver takes
-    and gives them (timestamps: ``sqlite_datetime_in`` / ``_out``). ``connection()`` is a
-    SQLAlchemy ``Connection`` inside the same transaction, for the rare reads left to
-    SQLAlchemy (a rule set not compiled yet, a history to replay); it is made on first
-    use, so a transaction that needs none pays for none."""
+    (``SqliteWriter.transaction``). ``cursor`` runs SQL text in sqlite3's named paramstyle
+    (sqlite3 keeps the prepared statements by their text); values go in and come out as
+    the driver takes and gives them (timestamps: ``sqlite_datetime_in`` / ``_out``).
+    ``connection()`` is a SQLAlchemy ``Connection`` inside the same transaction, for the
+    rare reads left to SQLAlchemy (a rule set not compiled yet, a history to replay); it is
+    made on first use, so a transaction that needs none pays for none."""
 
     __slots__ = ("_connection", "_engine", "_fairy", "cursor")
 
@@ -243,38 +244,65 @@ class SqliteWrite:
         return self._connection
 
 
-@contextlib.contextmanager
-def sqlite_write(engine: Engine, number: str | None = None) -> Iterator[SqliteWrite]:
-    """SQLite: one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) issued straight
-    on a connection of ``engine``'s pool, bypassing SQLAlchemy's Connection and
-    Transaction machinery, which costs more than a small transaction's own statements.
-    Rolled back if the body raises; the connection goes back to the pool either way.
-    Driver errors come out as ``write``'s do (``translate_errors``)."""
-    with translate_errors(number):
-        fairy = engine.raw_connection()
-        dbapi_connection: Any = fairy.dbapi_connection
-        tx = SqliteWrite(engine, fairy)
-        try:
+class SqliteWriter:
+    """SQLite write transactions (``BEGIN IMMEDIATE`` ... ``COMMIT``) issued straight on
+    connections of ``engine``'s pool, bypassing SQLAlchemy's Connection and Transaction
+    machinery, which costs more than a small transaction's own statements. Between
+    transactions the writer keeps up to ``keep`` connections checked out for itself (one
+    per thread writing at once, so the pool's checkout, reset and checkin are not paid per
+    transaction); ``close`` gives them back. ``transaction`` is rolled back if its body
+    raises; driver errors come out as ``write``'s do (``translate_errors``)."""
+
+    def __init__(self, engine: Engine, keep: int = 2) -> None:
+        self._engine = engine
+        # an in-memory database's one shared connection is not kept aside
+        self._keep = 0 if isinstance(engine.pool, StaticPool) else keep
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._error = engine.dialect.loaded_dbapi.Error
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for fairy in idle:
+            fairy.close()
+
+    @contextlib.contextmanager
+    def transaction(self, number: str | None = None) -> Iterator[SqliteWrite]:
+        with translate_errors(number):
+            with self._lock:
+                fairy = self._idle.pop() if self._idle else None
+            if fairy is None:
+                fairy = self._engine.raw_connection()
+            dbapi_connection: Any = fairy.dbapi_connection
+            tx = SqliteWrite(self._engine, fairy)
+            reusable = False  # ended cleanly, committed or rolled back (a refusal)
             try:
-                dbapi_connection.execute("BEGIN IMMEDIATE")
-                tx.cursor = dbapi_connection.cursor()
-                yield tx
-                dbapi_connection.execute("COMMIT")
+                try:
+                    dbapi_connection.execute("BEGIN IMMEDIATE")
+                    tx.cursor = dbapi_connection.cursor()
+                    yield tx
+                    dbapi_connection.execute("COMMIT")
+                finally:
+                    if tx.cursor is not None:
+                        tx.cursor.close()
+                    if dbapi_connection.in_transaction:
+                        dbapi_connection.rollback()
+                    reusable = True
+            except self._error as exc:
+                reusable = False
+                if self._engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                    fairy.invalidate(exc)
+                raise sa.exc.DBAPIError.instance(None, None, exc, self._error,
+                                                 dialect=self._engine.dialect) from exc
             finally:
-                if tx.cursor is not None:
-                    tx.cursor.close()
-                if dbapi_connection.in_transaction:
-                    dbapi_connection.rollback()
-        except engine.dialect.loaded_dbapi.Error as exc:
-            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
-                fairy.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(None, None, exc, engine.dialect.loaded_dbapi.Error,
-                                             dialect=engine.dialect) from exc
-        finally:
-            if tx._connection is not None:
-                tx._connection.close()  # ends its (already finished) transaction, checks in
-            else:
-                fairy.close()
+                if tx._connection is not None:
+                    tx._connection.close()  # ends its (finished) transaction, checks in
+                elif reusable and len(self._idle) < self._keep:
+                    with self._lock:
+                        self._idle.append(fairy)
+                else:
+                    fairy.close()
 
 
 def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) -> None:

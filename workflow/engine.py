@@ -306,6 +306,9 @@ class Engine:
         self._autocommit_db = (db.connect(sa_engine.url, isolation_level="AUTOCOMMIT",
                                           pool_size=pool_size, max_overflow=max_overflow)
                                if sa_engine.dialect.name == "postgresql" else None)
+        #: SQLite: fires' transactions straight on the driver (``_fire_sqlite``)
+        self._sqlite_writer = (db.SqliteWriter(sa_engine)
+                               if sa_engine.dialect.name == "sqlite" else None)
         self.rules = rules
         self._clock = clock
         self._versions: dict[str, Compiled] = {rules.version: Compiled.build(rules)}
@@ -371,6 +374,8 @@ class Engine:
         return cls(sa_engine, ruleset, clock, **pools)
 
     def close(self) -> None:
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.close()
         self._db.dispose()
         if self._autocommit_db is not None:
             self._autocommit_db.dispose()
@@ -729,12 +734,13 @@ class Engine:
                      fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
         """SQLite: read, decide and write in ONE ``BEGIN IMMEDIATE`` transaction (no one
         can move the row in between), every statement straight through the driver
-        (``db.sqlite_write``; a SQLAlchemy Connection only for a read the row does not
+        (``db.SqliteWriter``; a SQLAlchemy Connection only for a read the row does not
         cover): the same rows as ``transition`` writes, without SQLAlchemy's
         per-statement and per-transaction machinery. A replayed idempotency key returns the first
         call's result (a Complaint)."""
         stored = db.sqlite_datetime_in
-        with db.sqlite_write(self._db, number) as tx:
+        assert self._sqlite_writer is not None
+        with self._sqlite_writer.transaction(number) as tx:
             cursor = tx.cursor
             found = cursor.execute(_SQLITE_SELECT_FOR_FIRE, {"number": number}).fetchone()
             if found is None:

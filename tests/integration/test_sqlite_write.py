@@ -1,12 +1,15 @@
-"""SQLite's driver-level write transaction (``db.sqlite_write``), which ``Engine.fire`` runs
-in: it commits what the cursor and the lazily made SQLAlchemy connection wrote together,
-rolls both back when the body raises, turns driver errors into ``StorageError`` and always
-gives the connection back to the pool; and the timestamp text it stores is the text
-SQLAlchemy's own column type stores."""
+"""SQLite's driver-level write transactions (``db.SqliteWriter``), which ``Engine.fire`` runs
+in: a transaction commits what the cursor and the lazily made SQLAlchemy connection wrote
+together, rolls both back when the body raises and turns driver errors into
+``StorageError``; the writer keeps at most ``keep`` clean connections aside and gives them
+back on ``close``; and the timestamp text it stores is the text SQLAlchemy's own column
+type stores."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -50,6 +53,16 @@ def database(tmp_path: Path) -> Iterator[SAEngine]:
         engine.dispose()
 
 
+@pytest.fixture
+def writer(database: SAEngine) -> Iterator[db.SqliteWriter]:
+    kept = db.SqliteWriter(database, keep=1)
+    try:
+        yield kept
+    finally:
+        kept.close()
+        assert checked_out(database) == 0
+
+
 def texts(engine: SAEngine) -> list[str]:
     with db.read(engine) as conn:
         return list(conn.exec_driver_sql("SELECT text FROM notes ORDER BY id").scalars())
@@ -61,8 +74,10 @@ def checked_out(engine: SAEngine) -> int:
     return pool.checkedout()
 
 
-def test_cursor_and_connection_commit_as_one_transaction(database: SAEngine) -> None:
-    with db.sqlite_write(database) as tx:
+def test_cursor_and_connection_commit_as_one_transaction(
+    database: SAEngine, writer: db.SqliteWriter
+) -> None:
+    with writer.transaction() as tx:
         tx.cursor.execute("INSERT INTO notes (text) VALUES (:t)", {"t": "driver"})
         conn = tx.connection()
         # the same transaction: SQLAlchemy sees the driver's uncommitted row
@@ -70,38 +85,88 @@ def test_cursor_and_connection_commit_as_one_transaction(database: SAEngine) -> 
         conn.exec_driver_sql("INSERT INTO notes (text) VALUES ('sqlalchemy')")
         assert tx.connection() is conn
     assert texts(database) == ["driver", "sqlalchemy"]
-    assert checked_out(database) == 0
+    assert checked_out(database) == 0  # the SQLAlchemy connection checked it in
 
 
 @pytest.mark.parametrize("lazy", [False, True])
-def test_a_raising_body_stores_nothing(database: SAEngine, lazy: bool) -> None:
-    with pytest.raises(RuntimeError, match="refused"), db.sqlite_write(database) as tx:
+def test_a_raising_body_stores_nothing(database: SAEngine, writer: db.SqliteWriter,
+                                       lazy: bool) -> None:
+    with pytest.raises(RuntimeError, match="refused"), writer.transaction() as tx:
         tx.cursor.execute("INSERT INTO notes (text) VALUES ('driver')")
         if lazy:
             tx.connection().exec_driver_sql("INSERT INTO notes (text) VALUES ('sqlalchemy')")
         raise RuntimeError("refused")
     assert texts(database) == []
-    assert checked_out(database) == 0
-    # the connection went back clean: the next transaction starts normally
-    with db.sqlite_write(database) as tx:
+    # rolled back, the connection is kept for the next transaction (the SQLAlchemy
+    # connection, when made, checked it in instead)
+    assert checked_out(database) == (0 if lazy else 1)
+    with writer.transaction() as tx:
         tx.cursor.execute("INSERT INTO notes (text) VALUES ('after')")
     assert texts(database) == ["after"]
+    assert checked_out(database) == 1
 
 
-def test_a_driver_error_is_a_storage_error_and_stores_nothing(database: SAEngine) -> None:
+def test_a_driver_error_is_a_storage_error_and_stores_nothing(
+    database: SAEngine, writer: db.SqliteWriter
+) -> None:
     with db.write(database) as conn:
         conn.exec_driver_sql("INSERT INTO notes (text) VALUES ('taken')")
-    with pytest.raises(StorageError), db.sqlite_write(database) as tx:
+    with pytest.raises(StorageError), writer.transaction() as tx:
         tx.cursor.execute("INSERT INTO notes (text) VALUES ('new')")
         tx.cursor.execute("INSERT INTO notes (text) VALUES ('taken')")  # UNIQUE fails
     assert texts(database) == ["taken"]
+    assert checked_out(database) == 0  # after a driver error the connection is not kept
+
+
+def test_the_writer_keeps_at_most_keep_connections(database: SAEngine) -> None:
+    writer = db.SqliteWriter(database, keep=1)
+    holding, done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with writer.transaction() as tx:
+            tx.cursor.execute("INSERT INTO notes (text) VALUES ('first')")
+            holding.set()
+            assert done.wait(10)
+
+    def second() -> None:
+        with writer.transaction() as tx:  # waits for the first one's write lock
+            tx.cursor.execute("INSERT INTO notes (text) VALUES ('second')")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert holding.wait(10)
+    threads[1].start()
+    for _ in range(1000):  # until the second holds a connection of its own
+        if checked_out(database) == 2:
+            break
+        time.sleep(0.005)
+    assert checked_out(database) == 2
+    done.set()
+    for thread in threads:
+        thread.join(10)
+    assert texts(database) == ["first", "second"]
+    assert checked_out(database) == 1  # one kept aside, the other back in the pool
+    writer.close()
     assert checked_out(database) == 0
 
 
-def test_the_transaction_holds_the_write_lock(database: SAEngine, tmp_path: Path) -> None:
+def test_an_in_memory_database_keeps_no_connection_aside() -> None:
+    memory = db.connect("sqlite://")
+    writer = db.SqliteWriter(memory)
+    with writer.transaction() as tx:
+        tx.cursor.execute("CREATE TABLE t (x)")
+    assert writer._idle == []
+    with db.read(memory) as conn:  # the one shared connection saw the commit
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 0
+    memory.dispose()
+
+
+def test_the_transaction_holds_the_write_lock(
+    database: SAEngine, writer: db.SqliteWriter, tmp_path: Path
+) -> None:
     other = db.connect(f"sqlite:///{tmp_path / 'w.db'}")
     try:
-        with db.sqlite_write(database) as tx:
+        with writer.transaction() as tx:
             tx.cursor.execute("INSERT INTO notes (text) VALUES ('first')")
             raw = other.raw_connection()
             try:
@@ -138,7 +203,7 @@ def test_fire_reads_what_the_row_lacks_inside_its_transaction(
                                                     "handler": "wang.qa"})
         assert (done.state, done.version) == ("confirmed", 3)
         assert version in engine._versions
-        assert checked_out(engine.database) == 0
+        assert checked_out(engine.database) == 0  # the SQLAlchemy connection checked it in
         with engine.database.connect() as conn:
             assert conn.execute(sa.select(C.c.facts).where(C.c.number == number)
                                 ).scalar_one() is not None
