@@ -55,7 +55,7 @@ from complaintflow.storage.tables import number_sequences as N
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.storage.tables import timers as T
 from complaintflow.timers import CompiledTimer, Consent, Ledger, timer_payload
-from complaintflow.verify import VerificationReport, verify_all
+from complaintflow.verify import VerificationReport, check_options, verify_all
 from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, TimerView, mask_value
 from complaintflow.worktime import WorkingCalendar
 
@@ -1180,14 +1180,16 @@ class Engine:
         return self._masked(complaint, roles)
 
     @staticmethod
-    def _check_lookup(number: Any, actor: Any) -> None:
-        """A complaint number is text and the reader an ``Actor`` or ``None``."""
+    def _check_lookup(number: Any, actor: Any, *, optional: bool = True) -> None:
+        """A complaint number is text and the reader an ``Actor`` (or ``None`` if
+        ``optional``)."""
         problems = []
         if not isinstance(number, str):
             problems.append(FieldProblem("number", f"a complaint number (text), not "
                                                    f"{type(number).__name__}"))
-        if actor is not None and not isinstance(actor, Actor):
-            problems.append(FieldProblem("actor", "an Actor or None"))
+        if not isinstance(actor, Actor) and not (optional and actor is None):
+            problems.append(FieldProblem("actor", "an Actor or None" if optional
+                                         else "expected an Actor"))
         if problems:
             raise InvalidInput(problems)
 
@@ -1359,7 +1361,7 @@ class Engine:
     def available_triggers(self, number: str, actor: Actor) -> list[TriggerOption]:
         """Every transition out of the current state, allowed or not (with the failing check
         and reason), for building the host's buttons."""
-        self._check_lookup(number, None)
+        self._check_lookup(number, actor, optional=False)
         now = self.now()
         with db.read(self._db) as conn:
             row = conn.execute(sa.select(C).where(C.c.number == number)).first()
@@ -1386,15 +1388,7 @@ class Engine:
         was decided under and check warnings and breaches against the clocks; ``since``
         (an aware datetime, deep only) limits that to complaints changed since then or with
         a warning or breach due since then."""
-        problems = []
-        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
-            problems.append(FieldProblem("since", "an aware datetime, or None"))
-        elif since is not None and not deep:
-            problems.append(FieldProblem("since", "limits the deep checks: give deep=True"))
-        if progress is not None and not callable(progress):
-            problems.append(FieldProblem("progress", "a callable taking a count, or None"))
-        if problems:
-            raise InvalidInput(problems, context="verification")
+        check_options(deep=deep, since=since, progress=progress)
         if deep:
             from complaintflow.audit import deep_verify
 

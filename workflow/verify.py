@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from complaintflow.errors import FieldProblem, InvalidInput
 from complaintflow.states.conditions import Facts
 from complaintflow.storage.hashing import GENESIS, canonical, canonical_bytes, iso, parse_canonical
 from complaintflow.storage.tables import complaints as C
@@ -540,6 +541,26 @@ def verify_all(conn: Connection, progress: Callable[[int], None] | None = None,
 # -- in parallel ------------------------------------------------------------------------------
 
 
+MAX_JOBS = 256
+
+
+def check_options(*, deep: object, since: object, progress: object, jobs: object = 1) -> None:
+    """Refuse, all at once, options ``Engine.verify`` and ``verify_parallel`` cannot use."""
+    problems = []
+    if not isinstance(deep, bool):
+        problems.append(FieldProblem("deep", "True or False"))
+    if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
+        problems.append(FieldProblem("since", "an aware datetime, or None"))
+    elif since is not None and not deep:
+        problems.append(FieldProblem("since", "limits the deep checks: give deep=True"))
+    if progress is not None and not callable(progress):
+        problems.append(FieldProblem("progress", "a callable taking a count, or None"))
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= MAX_JOBS:
+        problems.append(FieldProblem("jobs", f"a whole number from 1 to {MAX_JOBS}"))
+    if problems:
+        raise InvalidInput(problems, context="verification")
+
+
 def verify_parallel(engine: Engine, jobs: int, *, deep: bool = False,
                     since: datetime | None = None,
                     progress: Callable[[int], None] | None = None) -> VerificationReport:
@@ -549,8 +570,7 @@ def verify_parallel(engine: Engine, jobs: int, *, deep: bool = False,
     large database on a machine with free cores; ``progress`` advances as ranges finish.
     Complaints created while it runs may be verified or not, as with ``verify``; none is
     reported missing for it."""
-    if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    check_options(deep=deep, since=since, progress=progress, jobs=jobs)
     from complaintflow.storage import db
 
     url = engine.database.url.render_as_string(hide_password=False)

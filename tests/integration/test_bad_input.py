@@ -139,6 +139,17 @@ def test_unknown_complaint_number(engine: Engine) -> None:
     assert_untouched(engine, before)
 
 
+@pytest.mark.parametrize("actor", [None, "cs.li", {"id": "cs.li"}])
+def test_available_triggers_needs_an_actor_before_anything_is_read(
+    engine: Engine, actor: object
+) -> None:
+    """Checked before the lookup: an unknown number with a bad actor names both."""
+    with pytest.raises(InvalidInput) as refused:
+        engine.available_triggers(123, actor)  # type: ignore[arg-type]
+    assert [p.field for p in refused.value.problems] == ["number", "actor"]
+    assert "expected an Actor" in str(refused.value)
+
+
 def test_unknown_trigger(engine: Engine) -> None:
     c = engine.submit(complaint_fields(), CS)
     exc = refused(engine, c.number, "teleport", CS, expected=UnknownTrigger)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from complaintflow import Engine, SimulatedClock
+from complaintflow import Engine, InvalidInput, SimulatedClock
 from complaintflow.cli import main
 from complaintflow.scheduler import Scheduler
 from complaintflow.verify import verify_parallel
@@ -69,9 +69,19 @@ def test_parallel_since_limits_the_deep_part_as_verify_does(
         engine.verify(deep=True, since=since).to_json()
 
 
-def test_jobs_must_be_positive(engine: Engine) -> None:
-    with pytest.raises(ValueError, match="at least 1"):
-        verify_parallel(engine, 0)
+@pytest.mark.parametrize("jobs", [0, -1, 257, True, "2", 2.0])
+def test_jobs_must_be_a_whole_number_from_1_to_256(engine: Engine, jobs: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        verify_parallel(engine, jobs)  # type: ignore[arg-type]
+    assert [p.field for p in refused.value.problems] == ["jobs"]
+    assert "from 1 to 256" in str(refused.value)
+
+
+def test_every_bad_option_is_reported_at_once(engine: Engine) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        verify_parallel(engine, 0, deep="yes", since=datetime(2026, 3, 2),  # type: ignore[arg-type]
+                        progress=1)  # type: ignore[arg-type]
+    assert [p.field for p in refused.value.problems] == ["deep", "since", "progress", "jobs"]
 
 
 def test_cli_audit_verify_jobs(tmp_path: Path) -> None:
