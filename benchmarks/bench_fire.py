@@ -588,6 +588,11 @@ PROFILE_ROWS: tuple[tuple[str, str], ...] = (
         "complaintflow.storage.db:write",
     ),
     (
+        "  db.SqliteWriter.transaction enter+exit (SQLite fire): BEGIN IMMEDIATE, COMMIT "
+        "(counted under driver execute), connection kept aside",
+        "complaintflow.storage.db:SqliteWriter.transaction",
+    ),
+    (
         "    pool pre-ping (PostgreSQL)",
         "sqlalchemy.dialects.postgresql._psycopg_common:_PGDialect_common_psycopg.do_ping",
     ),
