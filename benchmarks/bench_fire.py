@@ -588,8 +588,8 @@ PROFILE_ROWS: tuple[tuple[str, str], ...] = (
         "complaintflow.storage.db:write",
     ),
     (
-        "  db.SqliteWriter.transaction enter+exit (SQLite fire): BEGIN IMMEDIATE, COMMIT "
-        "(counted under driver execute), connection kept aside",
+        "  db.SqliteWriter.transaction enter+exit (SQLite fire): BEGIN IMMEDIATE and COMMIT "
+        "included, connection kept aside",
         "complaintflow.storage.db:SqliteWriter.transaction",
     ),
     (
