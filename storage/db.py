@@ -110,7 +110,7 @@ def connect(url: str | URL, *, pool_size: int | None = None, max_overflow: int |
             # the BEGIN itself, on every transaction
             dbapi_connection: Any = conn.connection.dbapi_connection
             if dbapi_connection.in_transaction:
-                return  # a Connection made inside ``sqlite_write``'s transaction
+                return  # a Connection made inside a ``SqliteWriter`` transaction
             try:
                 dbapi_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
             except conn.dialect.loaded_dbapi.Error as exc:
@@ -186,10 +186,17 @@ def fetch_one(conn: Connection, statement: str, params: Any) -> tuple[Any, ...] 
 
 
 def _driver_error(conn: Connection, exc: Any, dbapi_connection: Any) -> NoReturn:
-    if conn.dialect.is_disconnect(exc, dbapi_connection, None):
-        conn.invalidate(exc)
-    raise sa.exc.DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error,
-                                     dialect=conn.dialect) from exc
+    _raise_driver_error(conn.dialect, exc, dbapi_connection, conn.invalidate)
+
+
+def _raise_driver_error(dialect: Any, exc: Any, dbapi_connection: Any,
+                        invalidate: Callable[[BaseException], None]) -> NoReturn:
+    """A driver error as SQLAlchemy's (``translate_errors`` handles those); a lost
+    connection is invalidated first, so the pool does not hand it out again."""
+    if dialect.is_disconnect(exc, dbapi_connection, None):
+        invalidate(exc)
+    raise sa.exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
+                                     dialect=dialect) from exc
 
 
 # SQLite through the driver: a timestamp as SQLAlchemy stores it (UTC, ISO text without a
@@ -291,18 +298,18 @@ class SqliteWriter:
                     reusable = True
             except self._error as exc:
                 reusable = False
-                if self._engine.dialect.is_disconnect(exc, dbapi_connection, None):
-                    fairy.invalidate(exc)
-                raise sa.exc.DBAPIError.instance(None, None, exc, self._error,
-                                                 dialect=self._engine.dialect) from exc
+                _raise_driver_error(self._engine.dialect, exc, dbapi_connection,
+                                    fairy.invalidate)
             finally:
                 if tx._connection is not None:
                     tx._connection.close()  # ends its (finished) transaction, checks in
-                elif reusable and len(self._idle) < self._keep:
-                    with self._lock:
-                        self._idle.append(fairy)
                 else:
-                    fairy.close()
+                    with self._lock:
+                        kept = reusable and len(self._idle) < self._keep
+                        if kept:
+                            self._idle.append(fairy)
+                    if not kept:
+                        fairy.close()
 
 
 def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) -> None:
