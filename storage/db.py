@@ -155,6 +155,24 @@ def write(engine: Engine, number: str | None = None) -> Iterator[Connection]:
         yield conn
 
 
+def autocommit_engine(url: str | URL, *, pool_size: int | None = None,
+                      max_overflow: int | None = None) -> Engine:
+    """PostgreSQL: an engine whose connections stay in autocommit (for ``autocommit``) and
+    plan their prepared statements once (``plan_cache_mode = force_generic_plan``): a
+    fire's statements look rows up by key, so a plan made for the actual parameters is no
+    better, yet the server would otherwise plan a statement with several CTEs anew at
+    every execution (measured: about 65 us of its CPU per fire)."""
+    engine = connect(url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
+                     max_overflow=max_overflow)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+
+    return engine
+
+
 @contextlib.contextmanager
 def autocommit(engine: Engine, number: str | None = None) -> Iterator[Connection]:
     """A connection in autocommit: every statement is its own transaction (PostgreSQL: no

@@ -154,18 +154,26 @@ _PG_SELECT_FOR_FIRE = _select_for_fire("json_agg(json_build_array({run}))::text"
 #: nothing after it in the pipeline is applied) unless exactly one row was updated
 _PG_VERSION_MOVED = "complaintflow: version check failed"
 _EVENT_COLUMNS = tuple(c.name for c in E.c if c.name != "id")
-_PG_MOVE = (
-    "WITH moved AS (UPDATE complaints SET "
-    + ", ".join(f"{name} = %({name})s" for name in _MOVED_COLUMNS)
-    + " WHERE id = %(b_id)s AND version = %(b_version)s RETURNING id), "
-    # the event, appended only if the row moved (one statement, not two, in the pipeline)
-    f'appended AS (INSERT INTO events ({", ".join(_EVENT_COLUMNS)}) SELECT '
-    + ", ".join("moved.id" if name == "complaint_id" else f"%({name})s"
-                for name in _EVENT_COLUMNS)
-    + " FROM moved) "
-    f"SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('{_PG_VERSION_MOVED}: ' || count(*) "
-    "|| ' rows')::integer END FROM moved"
-)
+
+
+@functools.cache
+def _pg_move(ctes: tuple[str, ...] = ()) -> str:
+    """The statement that writes a fire: the complaint row under the version check, the
+    event appended only if the row moved, and ``ctes`` (``sla.pg_writes``: the clocks)."""
+    return (
+        "WITH moved AS (UPDATE complaints SET "
+        + ", ".join(f"{name} = %({name})s" for name in _MOVED_COLUMNS)
+        + " WHERE id = %(b_id)s AND version = %(b_version)s RETURNING id), "
+        f'appended AS (INSERT INTO events ({", ".join(_EVENT_COLUMNS)}) SELECT '
+        + ", ".join("moved.id" if name == "complaint_id" else f"%({name})s"
+                    for name in _EVENT_COLUMNS)
+        + " FROM moved)"
+        + "".join(f", {cte}" for cte in ctes)
+        + f" SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('{_PG_VERSION_MOVED}: ' || count(*) "
+        "|| ' rows')::integer END FROM moved"
+    )
+
+
 # SQLite, through the driver (sqlite3's named paramstyle): a fire's statements, run in its
 # BEGIN IMMEDIATE transaction (``Engine._fire_sqlite``).
 #: timestamps as text
@@ -303,8 +311,8 @@ class Engine:
         #: PostgreSQL: a pool of its own whose connections stay in autocommit, for fires
         #: (``_fire_autocommit``): switching a pooled connection to autocommit and back on
         #: every fire cost about 23 us of CPU (measured; ``docs/benchmarks.md``)
-        self._autocommit_db = (db.connect(sa_engine.url, isolation_level="AUTOCOMMIT",
-                                          pool_size=pool_size, max_overflow=max_overflow)
+        self._autocommit_db = (db.autocommit_engine(sa_engine.url, pool_size=pool_size,
+                                                    max_overflow=max_overflow)
                                if sa_engine.dialect.name == "postgresql" else None)
         #: SQLite: fires' transactions straight on the driver (``_fire_sqlite``)
         self._sqlite_writer = (db.SqliteWriter(sa_engine)
@@ -713,13 +721,15 @@ class Engine:
                 return earlier
             self._check_fire(conn, row, actor, expected_version)
             move = self._prepare(conn, row, trigger, actor, data, now, comment)
-            statements = [(_PG_MOVE, {"b_id": row.id, "b_version": row.version, **move.moved,
-                                      **move.event_row})]
+            writes = sla.pg_writes(move.timers, row.id, now)
+            statements = [(_pg_move(writes.ctes), {
+                "b_id": row.id, "b_version": row.version, **move.moved, **move.event_row,
+                **writes.params})]
             if key is not None:
                 statements.append((_PG_INSERT_KEY, {
                     "key": key, "fingerprint": fingerprint, "complaint_id": row.id,
                     "event_seq": move.event.seq, "created_at": now}))
-            statements += sla.pg_statements(move.timers, row.id, now)
+            statements += writes.statements
             try:
                 db.execute_pipeline(conn, statements)
             except sa.exc.DataError as exc:

@@ -26,9 +26,9 @@ from complaintflow.storage.tables import timers as T
 from complaintflow.timers import Due, Ledger, timer_payload
 from complaintflow.worktime import WorkingCalendar
 
-__all__ = ["CalendarLookup", "TimerChange", "TimerPlan", "TimerRun", "apply_plan", "on_event",
-           "pg_statements", "plan_event", "replace_deadlines", "select_timer_runs", "summarise",
-           "timer_runs"]
+__all__ = ["CalendarLookup", "PgWrites", "TimerChange", "TimerPlan", "TimerRun", "apply_plan",
+           "on_event", "pg_writes", "plan_event", "replace_deadlines", "select_timer_runs",
+           "summarise", "timer_runs"]
 
 #: (calendar name, rule-set version) -> the calendar to count on
 CalendarLookup = Callable[[str | None, str], WorkingCalendar | None]
@@ -245,8 +245,6 @@ def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: dateti
 # statements of constant text that need no result from one another, so that they can go
 # out in one pipeline.
 _PG_RECORDS = "json_to_recordset(%(rows)s::json)"
-#: (two statements, not one with a CTE: PostgreSQL then plans neither anew on each use)
-_PG_STOP = "UPDATE timers SET status = 'stopped', stopped_at = %(now)s WHERE id = ANY(%(ids)s)"
 _PG_DELETE_PENDING_OF = (
     "DELETE FROM deadlines WHERE complaint_id = %(complaint)s AND timer_id = ANY(%(ids)s) "
     "AND fired_at IS NULL AND due_at > %(now)s"
@@ -261,18 +259,42 @@ _PG_INSERT_NEW_DEADLINES = (
     f"FROM {_PG_RECORDS} AS r(kind text, idx integer, due_at timestamptz) "
     "ON CONFLICT (timer_id, kind, idx) DO NOTHING"
 )
-#: the runs started and their deadlines, found by the (timer, run) the INSERT returns
-_PG_START = (
-    "WITH started AS (INSERT INTO timers (complaint_id, timer, run, status, ledger, due_at, "
-    "provisional, warned) "
-    "SELECT %(complaint)s, r.timer, r.run, r.status, r.ledger, r.due_at, r.provisional, 0 "
-    f"FROM {_PG_RECORDS} AS r(timer text, run integer, status text, ledger text, "
-    "due_at timestamptz, provisional boolean) RETURNING id, timer, run) "
-    "INSERT INTO deadlines (timer_id, complaint_id, kind, idx, due_at) "
-    "SELECT s.id, %(complaint)s, d.kind, d.idx, d.due_at FROM started s "
-    "JOIN json_to_recordset(%(deadlines)s::json) AS d(timer text, run integer, kind text, "
-    "idx integer, due_at timestamptz) ON d.timer = s.timer AND d.run = s.run"
+# The runs stopped and started, as common table expressions of the statement that moves
+# the complaint row (``Engine._fire_autocommit``): one statement instead of three, each
+# applied only if the row ``moved`` (so a lost race changes no clock, whatever order the
+# server runs them in). Their parameters are prefixed ``t_``.
+_PG_STOP_CTES = (
+    "t_stopped AS (UPDATE timers SET status = 'stopped', stopped_at = %(t_now)s "
+    "WHERE id = ANY(%(t_stopped)s) AND EXISTS (SELECT FROM moved)), "
+    "t_cleared AS (DELETE FROM deadlines WHERE complaint_id = %(t_complaint)s "
+    "AND timer_id = ANY(%(t_stopped)s) AND fired_at IS NULL AND due_at > %(t_now)s "
+    "AND EXISTS (SELECT FROM moved))"
 )
+#: the runs started and their deadlines, found by the (timer, run) the INSERT returns
+_PG_START_CTES = (
+    "t_started AS (INSERT INTO timers (complaint_id, timer, run, status, ledger, due_at, "
+    "provisional, warned) "
+    "SELECT moved.id, r.timer, r.run, r.status, r.ledger, r.due_at, r.provisional, 0 "
+    "FROM moved, json_to_recordset(%(t_started)s::json) AS r(timer text, run integer, "
+    "status text, ledger text, due_at timestamptz, provisional boolean) "
+    "RETURNING id, complaint_id, timer, run), "
+    "t_deadlines AS (INSERT INTO deadlines (timer_id, complaint_id, kind, idx, due_at) "
+    "SELECT s.id, s.complaint_id, d.kind, d.idx, d.due_at FROM t_started s "
+    "JOIN json_to_recordset(%(t_deadlines)s::json) AS d(timer text, run integer, kind text, "
+    "idx integer, due_at timestamptz) ON d.timer = s.timer AND d.run = s.run)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PgWrites:
+    """``plan``'s writes for PostgreSQL (``pg_writes``): common table expressions for the
+    statement that moves the complaint row (a CTE named ``moved`` returning its ``id``),
+    their parameters, and the statements that must go separately, after it in the same
+    pipeline."""
+
+    ctes: tuple[str, ...]
+    params: dict[str, Any]
+    statements: list[tuple[str, dict[str, Any]]]
 
 
 def _iso_or_none(moment: datetime | None) -> str | None:
@@ -294,37 +316,37 @@ def _rows_text(rows: list[dict[str, Any]]) -> str:
     return orjson.dumps(rows).decode()
 
 
-def pg_statements(plan: TimerPlan, complaint_id: int,
-                  now: datetime) -> list[tuple[str, dict[str, Any]]]:
-    """``plan``'s writes for PostgreSQL as (SQL text, parameters) in psycopg's paramstyle,
-    independent of one another's results (for one pipeline); the same rows as
-    ``apply_plan`` writes."""
-    out: list[tuple[str, dict[str, Any]]] = []
+def pg_writes(plan: TimerPlan, complaint_id: int, now: datetime) -> PgWrites:
+    """``plan``'s writes for PostgreSQL, in psycopg's paramstyle: the same rows as
+    ``apply_plan`` writes. Runs stopped and started become CTEs of the fire's one
+    statement; re-derived runs (rare) separate statements, independent of one another's
+    results (for one pipeline)."""
+    statements: list[tuple[str, dict[str, Any]]] = []
     for row_id, status, ledger, due in plan.touched:
-        out.append((_PG_UPDATE_TIMER, {"id": row_id, "status": status, "ledger": ledger,
-                                       "due_at": due.breach, "provisional": due.provisional}))
-        out.append((_PG_DELETE_PENDING_OF, {"complaint": complaint_id, "ids": [row_id],
-                                            "now": now}))
+        statements.append((_PG_UPDATE_TIMER, {"id": row_id, "status": status,
+                                              "ledger": ledger, "due_at": due.breach,
+                                              "provisional": due.provisional}))
+        statements.append((_PG_DELETE_PENDING_OF, {"complaint": complaint_id,
+                                                   "ids": [row_id], "now": now}))
         rows = _deadline_records(due)
         if rows:
-            out.append((_PG_INSERT_NEW_DEADLINES, {"id": row_id, "complaint": complaint_id,
-                                                   "rows": _rows_text(rows)}))
+            statements.append((_PG_INSERT_NEW_DEADLINES, {
+                "id": row_id, "complaint": complaint_id, "rows": _rows_text(rows)}))
+    ctes: tuple[str, ...] = ()
+    params: dict[str, Any] = {}
     if plan.stopped:
-        stopping = {"complaint": complaint_id, "ids": plan.stopped, "now": now}
-        out.append((_PG_DELETE_PENDING_OF, stopping))
-        out.append((_PG_STOP, stopping))
+        ctes += (_PG_STOP_CTES,)
+        params.update(t_stopped=plan.stopped, t_complaint=complaint_id, t_now=now)
     if plan.started:
-        out.append((_PG_START, {
-            "complaint": complaint_id,
-            "rows": _rows_text([
-                {"timer": timer, "run": run, "status": status, "ledger": ledger,
-                 "due_at": _iso_or_none(due.breach), "provisional": due.provisional}
-                for timer, run, status, ledger, due in plan.started]),
-            "deadlines": _rows_text([
-                r for timer, run, _status, _ledger, due in plan.started
-                for r in _deadline_records(due, timer=timer, run=run)]),
-        }))
-    return out
+        ctes += (_PG_START_CTES,)
+        params["t_started"] = _rows_text([
+            {"timer": timer, "run": run, "status": status, "ledger": ledger,
+             "due_at": _iso_or_none(due.breach), "provisional": due.provisional}
+            for timer, run, status, ledger, due in plan.started])
+        params["t_deadlines"] = _rows_text([
+            r for timer, run, _status, _ledger, due in plan.started
+            for r in _deadline_records(due, timer=timer, run=run)])
+    return PgWrites(ctes, params, statements)
 
 
 # SQLite through the driver (sqlite3's named paramstyle): ``apply_plan``'s writes as SQL

@@ -168,6 +168,46 @@ def test_a_race_lost_after_the_read_stores_nothing_and_the_engine_goes_on(
         engine.close()
 
 
+@pytest.mark.postgres
+def test_a_race_lost_by_a_fire_that_stops_and_starts_clocks_changes_no_clock(
+    pg_url: str, clock: SimulatedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clocks a fire stops and starts are written by the same statement as the row,
+    each only if the row moved: a fire that loses the race to the same step stops no
+    clock, starts no run twice and adds no deadline; the winner's rows stay as written."""
+    engine = Engine.open(pg_url, clock=clock)
+    other = Engine.open(pg_url, clock=clock)
+    try:
+        number = engine.submit(complaint_fields(), CS).number
+        clock.advance(timedelta(minutes=10))
+        fetch_one = db.fetch_one
+        won: list[tuple[Any, ...]] = []
+        racing = {"on": True}
+
+        def fetch_and_race(conn: Any, statement: str, params: Any) -> Any:
+            row = fetch_one(conn, statement, params)
+            if racing["on"]:
+                racing["on"] = False  # the other's own read goes through here too
+                other.fire(number, "record", CS, {"readback_confirmed": True})
+                won.append(_stored(other, number))
+            return row
+
+        monkeypatch.setattr(db, "fetch_one", fetch_and_race)
+        with pytest.raises(ConcurrentUpdate):
+            engine.fire(number, "record", CS, {"readback_confirmed": True})
+        stored = _stored(other, number)
+        assert stored == won[0]
+        timers = stored[2]
+        assert any(t[2] == "stopped" for t in timers)  # the winner stopped one
+        assert len({(t[0], t[1]) for t in timers}) == len(timers)
+        monkeypatch.undo()
+        engine.fire(number, "confirm", CS, ASSIGN)
+        assert engine.verify(deep=True).ok
+    finally:
+        other.close()
+        engine.close()
+
+
 def test_a_retried_key_returns_the_first_result_even_with_a_stale_version(
     engine: Engine,
 ) -> None:
@@ -218,8 +258,9 @@ def test_a_fire_on_postgresql_takes_two_round_trips(
             sa.event.listen(pool, "commit", lambda *_: sent.append("commit"))
         clock.advance(timedelta(minutes=10))
         engine.fire(number, "record", CS, {"readback_confirmed": True})
-        # the row update with its event, the stopped clocks (deadlines, then the clocks)
-        assert sent == ["read", "pipeline of 3"]
+        # one statement: the row update with its event, the stopped clocks (their
+        # deadlines, then the clocks) and the started ones (clocks, then their deadlines)
+        assert sent == ["read", "pipeline of 1"]
     finally:
         engine.close()
 
