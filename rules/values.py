@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from typing import Any
 
+from complaintflow.errors import hint
 from complaintflow.rules.model import FieldDef
 
 __all__ = ["ValueType", "coerce", "from_json", "to_json", "type_of_field"]
@@ -176,7 +177,8 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None) -> Any:
         return raw
     if kind == "enum":
         if not isinstance(raw, str) or raw not in vtype.values:
-            raise ValueProblem(f"{raw!r} is not one of {', '.join(vtype.values)}")
+            near = hint(raw, vtype.values) if isinstance(raw, str) else ""
+            raise ValueProblem(f"{raw!r} is not one of {', '.join(vtype.values)}{near}")
         return raw
     if kind in ("enum_list", "string_list"):
         if not isinstance(raw, list | tuple):

@@ -66,6 +66,17 @@ def test_misspelt_fields_name_the_field(engine: Engine) -> None:
     assert event_count(engine) == before
 
 
+def test_a_misspelt_enum_value_names_the_value(engine: Engine) -> None:
+    """An unknown value lists the allowed ones and, when one is close, names it."""
+    with pytest.raises(InvalidInput) as info:
+        engine.submit(complaint_fields(channel="phon", forwarded_by="nobody"), CS)
+    found = messages(info.value)
+    assert found["channel"].startswith("'phon' is not one of phone, fax, letter")
+    assert found["channel"].endswith("; did you mean 'phone'?")
+    assert "did you mean" not in found["forwarded_by"]
+    assert event_count(engine) == 0
+
+
 def test_a_misspelt_role_names_the_role(engine: Engine) -> None:
     number = engine.submit(complaint_fields(), CS).number
     typo = Actor("li.na", ["custmer_service", "quality"])

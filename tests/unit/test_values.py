@@ -200,6 +200,19 @@ def test_enum_accepts_declared_values_only() -> None:
             coerce(COLOURS, raw)
 
 
+def test_an_unknown_enum_value_is_given_the_closest_declared_one() -> None:
+    with pytest.raises(ValueError) as info:
+        coerce(COLOURS, "gren")
+    assert str(info.value) == "'gren' is not one of red, green, blue; did you mean 'green'?"
+    with pytest.raises(ValueError) as info:
+        coerce(COLOUR_LIST, ["red", "bleu"])
+    assert str(info.value).endswith("; did you mean 'blue'?")
+    for raw in ("zzzz", 7):
+        with pytest.raises(ValueError) as info:
+            coerce(COLOURS, raw)
+        assert "did you mean" not in str(info.value)
+
+
 def test_enum_list_keeps_the_given_order() -> None:
     assert coerce(COLOUR_LIST, ["blue", "red"]) == ("blue", "red")
     assert coerce(COLOUR_LIST, ("green",)) == ("green",)
