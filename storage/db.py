@@ -4,6 +4,7 @@ place where driver errors become complaintflow errors."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -275,8 +276,9 @@ class SqliteWriter:
     machinery, which costs more than a small transaction's own statements. Between
     transactions the writer keeps up to ``keep`` connections checked out for itself (one
     per thread writing at once, so the pool's checkout, reset and checkin are not paid per
-    transaction); ``close`` gives them back. ``transaction`` is rolled back if its body
-    raises; driver errors come out as ``write``'s do (``translate_errors``)."""
+    transaction); ``close`` gives them back, and ``engine.dispose()`` closes them.
+    ``transaction`` is rolled back if its body raises; driver errors come out as
+    ``write``'s do (``translate_errors``)."""
 
     def __init__(self, engine: Engine, keep: int = 2) -> None:
         self._engine = engine
@@ -285,12 +287,25 @@ class SqliteWriter:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._error = engine.dialect.loaded_dbapi.Error
+        self._pid = os.getpid()
+        event.listen(engine, "engine_disposed", self._disposed)
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
         for fairy in idle:
             fairy.close()
+
+    def _disposed(self, _engine: Engine) -> None:
+        """The kept connections belong to the pool ``dispose`` replaced, which would take
+        them back only to drop them when collected: closed now. In a forked child (where
+        ``dispose(close=False)`` is the documented call) they are the parent's: only
+        forgotten."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        if os.getpid() == self._pid:
+            for fairy in idle:
+                fairy.invalidate()
 
     @contextlib.contextmanager
     def transaction(self, number: str | None = None) -> Iterator[SqliteWrite]:

@@ -298,9 +298,7 @@ def _traced(engine: Engine) -> list[str]:
         dbapi_connection.set_trace_callback(ran.append)
 
     sa.event.listen(engine.database, "connect", trace)
-    if engine._sqlite_writer is not None:
-        engine._sqlite_writer.close()  # the connections fires keep aside go back too
-    engine.database.dispose()  # pooled connections are opened anew, traced
+    engine.database.dispose()  # pooled connections (and those fires keep) opened anew, traced
     return ran
 
 

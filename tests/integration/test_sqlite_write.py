@@ -150,6 +150,36 @@ def test_the_writer_keeps_at_most_keep_connections(database: SAEngine) -> None:
     assert checked_out(database) == 0
 
 
+def test_disposing_the_engine_closes_the_connections_kept_aside(
+    database: SAEngine, writer: db.SqliteWriter
+) -> None:
+    with writer.transaction() as tx:
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('kept')")
+    (kept,) = writer._idle
+    driver = kept.dbapi_connection
+    database.dispose()
+    assert writer._idle == []
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        driver.execute("SELECT 1")
+    with writer.transaction() as tx:  # a connection of the new pool
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('after')")
+    assert texts(database) == ["kept", "after"]
+
+
+def test_a_forked_child_disposing_forgets_the_parents_connections_without_closing(
+    database: SAEngine, writer: db.SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with writer.transaction() as tx:
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('parent')")
+    (kept,) = writer._idle
+    monkeypatch.setattr(db.os, "getpid", lambda: -1)  # as in a child after fork
+    database.dispose(close=False)
+    assert writer._idle == []
+    assert kept.dbapi_connection.execute("SELECT count(*) FROM notes").fetchone() == (1,)
+    monkeypatch.undo()
+    kept.invalidate()
+
+
 def test_an_in_memory_database_keeps_no_connection_aside() -> None:
     memory = db.connect("sqlite://")
     writer = db.SqliteWriter(memory)
