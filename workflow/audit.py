@@ -114,7 +114,9 @@ def replay(engine: Engine, number: str, at: datetime | None = None,
                                      ).first() is None:
             raise NotFound("complaint", number)
         events = [engine.event_view(number, ev, None) for ev in rows]
-        replayed = replay_events(number, events, at, _remaining(engine, conn))
+        replayed = replay_events(
+            number, events, at, _remaining(engine, conn),
+            lambda version: engine.compiled(conn, version).rules.severity_levels)
         if replayed is None:
             first = engine.shown(events[0].occurred_at) if events else "never"
             raise InvalidInput([FieldProblem(

@@ -1547,6 +1547,7 @@ def audit_replay(
         for key, value in (
             ("state", _state(rules, replayed.state)),
             ("severity", replayed.severity or ""),
+            ("severity floor", replayed.severity_floor or ""),
             ("version", str(replayed.version)),
             ("received", _short(replayed.received_at, zone)),
             ("escalated to", replayed.escalated_to or ""),

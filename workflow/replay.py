@@ -87,12 +87,17 @@ class Replayed:
     escalated_to: str | None
     timers: dict[tuple[str, int], ReplayedTimer]
     events: list[HistoryEvent]
+    #: the lowest severity the breaches recorded so far allow (``raise_severity``), as the
+    #: complaint row's ``severity_floor``; derived only when ``replay_events`` is given
+    #: the rule sets' severity levels
+    severity_floor: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number, "at": self.at.isoformat() if self.at else None,
             "state": self.state, "version": self.version, "severity": self.severity,
-            "fields": self.fields, "ruleset": self.ruleset,
+            "severity_floor": self.severity_floor, "fields": self.fields,
+            "ruleset": self.ruleset,
             "received_at": self.received_at.isoformat(), "escalated_to": self.escalated_to,
             "timers": [t.to_json() for t in self.timers.values()],
             "events": [e.to_json() for e in self.events],
@@ -133,14 +138,17 @@ def _apply_timer_changes(timers: dict[tuple[str, int], ReplayedTimer],
             found.status, found.stopped_at = "stopped", at
 
 
-def fold(state: Replayed, event: HistoryEvent) -> None:
-    """Apply one event to a replayed snapshot (in place)."""
+def fold(state: Replayed, event: HistoryEvent,
+         levels: tuple[str, ...] | None = None) -> None:
+    """Apply one event to a replayed snapshot (in place); ``levels``: the severity levels
+    of the event's rule set (lowest first), to derive the severity floor."""
     fold_event(state, event.type, event.seq, event.to_state, event.ruleset, event.payload,
-               event.occurred_at)
+               event.occurred_at, levels)
 
 
 def fold_event(state: Replayed, type: str, seq: int, to_state: str, ruleset: str,
-               p: Mapping[str, Any], at: datetime) -> None:
+               p: Mapping[str, Any], at: datetime,
+               levels: tuple[str, ...] | None = None) -> None:
     """``fold`` from an event's parts (deep verification has no ``HistoryEvent``)."""
     state.state = to_state
     state.version = seq
@@ -163,6 +171,10 @@ def fold_event(state: Replayed, type: str, seq: int, to_state: str, ruleset: str
         actions = p.get("actions")
         if isinstance(actions, Mapping) and actions.get("reassign"):
             state.escalated_to = actions["reassign"]
+        if type == "timer_breached" and isinstance(actions, Mapping) and levels is not None:
+            raised = actions.get("raise_severity")
+            if isinstance(raised, str):  # as the scheduler raises the row's floor
+                state.severity_floor = raise_level(levels, state.severity_floor, raised)
     elif type in ("timer_extended", "deadline_recomputed"):
         found = state.timers.get((p["timer"], int(p.get("run", 1))))
         if found is not None:
@@ -178,9 +190,12 @@ def fold_event(state: Replayed, type: str, seq: int, to_state: str, ruleset: str
 
 def replay_events(number: str, events: Iterable[HistoryEvent], at: datetime | None,
                   remaining: Callable[[ReplayedTimer, str, datetime], timedelta | None]
-                  | None = None) -> Replayed | None:
+                  | None = None,
+                  levels: Callable[[str], tuple[str, ...]] | None = None) -> Replayed | None:
     """Fold ``events`` (oldest first) up to and including ``at``; ``None`` if the complaint
-    did not exist yet at ``at``."""
+    did not exist yet at ``at``. ``levels`` gives a rule-set version's severity levels
+    (lowest first): with it, the severity floor the recorded breaches raised is derived
+    too; without it, ``severity_floor`` stays None."""
     state: Replayed | None = None
     for event in events:
         if at is not None and event.occurred_at > at:
@@ -188,7 +203,7 @@ def replay_events(number: str, events: Iterable[HistoryEvent], at: datetime | No
         if state is None:
             state = Replayed(number, at, event.to_state, event.seq, None, {}, event.ruleset,
                              event.occurred_at, None, {}, [])
-        fold(state, event)
+        fold(state, event, levels(event.ruleset) if levels is not None else None)
         state.events.append(event)
     if state is not None and remaining is not None:
         moment = at or (state.events[-1].occurred_at if state.events else None)

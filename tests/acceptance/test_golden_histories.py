@@ -103,7 +103,9 @@ def replayed_json(
 ) -> dict[str, Any]:
     if events is None:
         events = [event_from_row(r) for r in golden["events"]]
-    replayed = replay_events(golden["number"], events, at, remaining_with(golden["rulesets"]))
+    rulesets = golden["rulesets"]
+    replayed = replay_events(golden["number"], events, at, remaining_with(rulesets),
+                             lambda version: compiled(rulesets[version]).rules.severity_levels)
     assert replayed is not None
     result: dict[str, Any] = json.loads(json.dumps(replayed.to_json(), ensure_ascii=False))
     return result

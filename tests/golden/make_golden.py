@@ -372,7 +372,8 @@ def offline_replay(golden: dict[str, Any], at: datetime | None) -> dict[str, Any
         for h, text in golden["rulesets"].items()
     }
     events = [event_from_row(r) for r in golden["events"]]
-    replayed = replay_events(golden["number"], events, at, remaining_with(compiled))
+    replayed = replay_events(golden["number"], events, at, remaining_with(compiled),
+                             lambda version: compiled[version].rules.severity_levels)
     assert replayed is not None
     result: dict[str, Any] = json.loads(json.dumps(replayed.to_json(), ensure_ascii=False))
     return result

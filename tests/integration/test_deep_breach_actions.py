@@ -242,6 +242,25 @@ def test_a_hand_edited_floor_or_escalation_after_breaches(
     assert details(engine, kind) == [shown]
 
 
+def test_replay_shows_the_floor_and_escalation_the_breaches_gave(
+    world: tuple[Engine, SimulatedClock],
+) -> None:
+    """``engine.replay`` derives the severity floor from the breaches up to its instant,
+    as the scheduler raised the row's: none before the first breach, then the raise."""
+    engine, clock = world
+    number, seqs = breached(engine, clock)
+    at = {e.seq: e.occurred_at for e in engine.history(number)}
+    before = engine.replay(number, at=at[seqs["first"]] - timedelta(seconds=1))
+    assert (before.severity_floor, before.escalated_to) == (None, None)
+    after = engine.replay(number)
+    assert (after.severity_floor, after.escalated_to) == ("major", "manager")
+    with engine.database.connect() as conn:
+        row = conn.execute(sa.select(C.c.severity_floor, C.c.escalated_to)
+                           .where(C.c.number == number)).one()
+    assert tuple(row) == ("major", "manager")
+    assert after.to_json()["severity_floor"] == "major"
+
+
 def test_a_floor_or_escalation_no_breach_gave(world: tuple[Engine, SimulatedClock]) -> None:
     engine, _ = world
     floored = engine.submit({"note": "x"}, CLERK).number

@@ -641,6 +641,7 @@ def test_audit_replay_shows_the_timeline_and_the_state_at_an_instant(
         "record",
     ]
     assert doc["fields"]["phone"] == "138****5678"  # no actor: personal data masked
+    assert doc["severity_floor"] is None  # no breach has raised it
     clocks = {t["timer"]: t for t in doc["timers"]}
     assert clocks["handover_to_cs"]["status"] == "stopped"
     assert clocks["whole_complaint"]["status"] == "running"
@@ -648,6 +649,7 @@ def test_audit_replay_shows_the_timeline_and_the_state_at_an_instant(
 
     out = wide(db, "audit", "replay", a, "--at", "2026-03-03T11:00+08:00", *CS_ARGS)
     assert f"{a} as of 2026-03-03T11:00:00+08:00 (times in Asia/Shanghai)" in out
+    assert "severity floor" in out
     assert "received 接获 → recorded 登记" in out and "sales_rep" in out
     assert "BREACH contact_customer (due 2026-03-02 12:00, fired 22h 00m late)" in out
     assert "customer consent to extend whole_complaint: 张伟 via phone" in out
