@@ -245,6 +245,10 @@ class _Reader:
                 continue
             key = str(key_node.value)
             child = (*path, key)
+            if key_node.tag not in _STANDARD_TAGS:  # read as the plain key it carries
+                self.fail(child, key_at, key_via,
+                          f"YAML tag {key_node.tag!r} is not allowed in rule files",
+                          "plain YAML without tags")
             if key in out:
                 self.fail(child, key_at, key_via, f"duplicate key {key!r}")
                 continue
@@ -281,6 +285,10 @@ class _Reader:
         return text
 
 
+#: the composer's context for an anchor defined twice
+_DUPLICATE_ANCHOR = re.compile(r"found duplicate anchor (.+); first occurrence$")
+
+
 def read_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[RuleProblem]]:
     """Parse ``text`` safely; return the plain data, its source map and any problems."""
     source = SourceMap(file)
@@ -298,13 +306,19 @@ def read_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[RuleProblem]]:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        message = f"malformed YAML: {exc.problem or exc.context}"
+        duplicate = _DUPLICATE_ANCHOR.match(exc.context or "")
+        if duplicate and exc.context_mark is not None:  # PyYAML: "second occurrence"
+            first = exc.context_mark
+            message = (f"anchor {duplicate.group(1)} is defined twice (first at line "
+                       f"{first.line + 1}, column {first.column + 1})")
         problem = RuleProblem(
             file,
             mark.line + 1 if mark else None,
             mark.column + 1 if mark else None,
             "",
-            f"malformed YAML: {exc.problem or exc.context}",
-            "well-formed YAML",
+            message,
+            "well-formed YAML" if not duplicate else "each anchor name defined once",
         )
         return None, source, [problem]
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow; no mark

@@ -254,6 +254,31 @@ def test_a_refused_tag_is_not_reported_again_as_a_missing_value() -> None:
     assert located(problems[0]) == at(text, "!!binary")
 
 
+def test_a_tag_on_a_key_is_refused_and_the_key_still_read() -> None:
+    """A tag on a mapping key was dropped silently; the key is read as the plain key it
+    carries, so nothing else is reported about it."""
+    text = replaced("name: 客户投诉处理程序 (default)",
+                    "!!python/name:os.system name: 客户投诉处理程序 (default)")
+    text = replaced("to: recorded", "to: recordd", text)
+    problems = problems_of(text)
+    assert [p.path for p in problems] == ["name", "transitions[2].to"], problems
+    assert problems[0].message == ("YAML tag 'tag:yaml.org,2002:python/name:os.system' "
+                                   "is not allowed in rule files")
+    assert located(problems[0]) == at(text, "!!python")
+
+
+def test_an_anchor_defined_twice_names_the_anchor_and_its_first_place() -> None:
+    text = replaced("    label: {zh: 登记, en: Recorded}",
+                    "    label: &shown {zh: 登记, en: Recorded}")
+    text = replaced("    label: {zh: 确认, en: Confirmed}",
+                    "    label: &shown {zh: 确认, en: Confirmed}", text)
+    (problem,) = problems_of(text)
+    first = at(text, "&shown")
+    assert problem.message == (f"anchor 'shown' is defined twice (first at line {first[0]}, "
+                               f"column {first[1]})")
+    assert problem.expected == "each anchor name defined once"
+
+
 def test_a_tagged_label_is_reported_once_and_the_rest_is_still_checked() -> None:
     text = replaced("    label: {zh: 登记, en: Recorded}",
                     "    label: !label {zh: 登记, en: Recorded}")
