@@ -352,7 +352,8 @@ def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) ->
     transaction, committed at the Sync (one round trip, no BEGIN or COMMIT), or rolled
     back entirely, with the statements after a failing one skipped. Bypasses SQLAlchemy's
     statement machinery; driver errors come out as SQLAlchemy's, so ``translate_errors``
-    treats them as any other."""
+    treats them as any other. A single statement goes out without pipeline mode (the same
+    one round trip, less client work)."""
     dbapi_connection: Any = conn.connection.dbapi_connection
     assert dbapi_connection.autocommit, "a pipeline is one implicit transaction only in autocommit"
     error = conn.dialect.loaded_dbapi.Error
@@ -360,6 +361,14 @@ def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) ->
     # still being queued (results are read as they arrive) or at the final Sync; after it,
     # the rest of the pipeline is reported as aborted.
     first: Exception | None = None
+    if len(statements) == 1:  # one statement is its own implicit transaction: no pipeline
+        statement, params = statements[0]
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(statement, params, prepare=True)
+        except error as exc:
+            _driver_error(conn, exc, dbapi_connection)
+        return
     try:
         with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
             for statement, params in statements:
