@@ -705,9 +705,24 @@ def profile_engine(
         round_trips += 1
         return originals["execute_pipeline"](conn, sent)
 
+    def trace(sql: str) -> None:
+        # SQLite: every statement through the driver (the fire's own and SQLAlchemy's),
+        # BEGIN IMMEDIATE included, COMMIT not
+        nonlocal statements
+        if sql not in ("COMMIT", "ROLLBACK"):
+            statements += 1
+
+    def traced(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(trace)
+
+    sqlite = engine.dialect == "sqlite"
     counters = {"fetch_one": fetch_one, "execute_pipeline": execute_pipeline}
-    sa.event.listen(engine.database, "before_cursor_execute", count_statement)
-    sa.event.listen(engine.database, "commit", count_commit)
+    if sqlite:  # connections (those the fire path keeps aside too) opened anew, traced
+        sa.event.listen(engine.database, "connect", traced)
+        engine.database.dispose()
+    else:
+        sa.event.listen(engine.database, "before_cursor_execute", count_statement)
+        sa.event.listen(engine.database, "commit", count_commit)
     for name in originals:
         setattr(db, name, counters[name])
     profiler = cProfile.Profile()
@@ -718,8 +733,12 @@ def profile_engine(
     finally:
         for name, original in originals.items():
             setattr(db, name, original)
-        sa.event.remove(engine.database, "before_cursor_execute", count_statement)
-        sa.event.remove(engine.database, "commit", count_commit)
+        if sqlite:
+            sa.event.remove(engine.database, "connect", traced)
+            engine.database.dispose()
+        else:
+            sa.event.remove(engine.database, "before_cursor_execute", count_statement)
+            sa.event.remove(engine.database, "commit", count_commit)
     stats = pstats.Stats(profiler)
     raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
     rows: list[tuple[str, float]] = []
