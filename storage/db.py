@@ -288,6 +288,8 @@ class SqliteWriter:
         self._lock = threading.Lock()
         self._error = engine.dialect.loaded_dbapi.Error
         self._pid = os.getpid()
+        #: counts ``dispose`` calls: a connection taken before one is of the replaced pool
+        self._generation = 0
         event.listen(engine, "engine_disposed", self._disposed)
 
     def close(self) -> None:
@@ -303,6 +305,7 @@ class SqliteWriter:
         forgotten."""
         with self._lock:
             idle, self._idle = self._idle, []
+            self._generation += 1  # those in use now are closed when their write ends
         if os.getpid() == self._pid:
             for fairy in idle:
                 fairy.invalidate()
@@ -312,6 +315,7 @@ class SqliteWriter:
         with translate_errors(number):
             with self._lock:
                 fairy = self._idle.pop() if self._idle else None
+                generation = self._generation
             if fairy is None:
                 fairy = self._engine.raw_connection()
             dbapi_connection: Any = fairy.dbapi_connection
@@ -334,15 +338,18 @@ class SqliteWriter:
                 _raise_driver_error(self._engine.dialect, exc, dbapi_connection,
                                     fairy.invalidate)
             finally:
+                with self._lock:
+                    current = generation == self._generation  # its pool not replaced
+                    kept = (tx._connection is None and reusable and current
+                            and len(self._idle) < self._keep)
+                    if kept:
+                        self._idle.append(fairy)
+                if not current:  # of a pool ``dispose`` replaced while it was in use
+                    fairy.invalidate()
                 if tx._connection is not None:
                     tx._connection.close()  # ends its (finished) transaction, checks in
-                else:
-                    with self._lock:
-                        kept = reusable and len(self._idle) < self._keep
-                        if kept:
-                            self._idle.append(fairy)
-                    if not kept:
-                        fairy.close()
+                elif not kept:
+                    fairy.close()
 
 
 def execute_pipeline(conn: Connection, statements: Sequence[tuple[str, Any]]) -> None:

@@ -703,7 +703,7 @@ class Engine:
                          fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
         """PostgreSQL: read the row (one statement, its own snapshot), decide, then send
         every write as one pipeline, one implicit transaction whose first statement
-        re-checks the version (``_PG_MOVE``; ``db.execute_pipeline``): two round trips, no
+        re-checks the version (``_pg_move``; ``db.execute_pipeline``): two round trips, no
         BEGIN/COMMIT. A version that moved in between raises ``ConcurrentUpdate`` and
         stores nothing, as a lost race inside one transaction would. A replayed
         idempotency key returns the first call's result (a Complaint)."""

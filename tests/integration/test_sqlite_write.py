@@ -166,6 +166,19 @@ def test_disposing_the_engine_closes_the_connections_kept_aside(
     assert texts(database) == ["kept", "after"]
 
 
+def test_a_write_in_flight_when_the_engine_is_disposed_does_not_keep_its_connection(
+    database: SAEngine, writer: db.SqliteWriter
+) -> None:
+    with writer.transaction() as tx:
+        tx.cursor.execute("INSERT INTO notes (text) VALUES ('during')")
+        driver = tx.cursor.connection
+        database.dispose()  # another thread, say
+    assert writer._idle == []
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        driver.execute("SELECT 1")
+    assert texts(database) == ["during"]  # committed before it was closed
+
+
 def test_a_forked_child_disposing_forgets_the_parents_connections_without_closing(
     database: SAEngine, writer: db.SqliteWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
