@@ -702,10 +702,12 @@ class Engine:
                          now: datetime, comment: str | None, key: str | None,
                          fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
         """PostgreSQL: read the row (one statement, its own snapshot), decide, then send
-        every write as one pipeline, one implicit transaction whose first statement
-        re-checks the version (``_pg_move``; ``db.execute_pipeline``): two round trips, no
-        BEGIN/COMMIT. A version that moved in between raises ``ConcurrentUpdate`` and
-        stores nothing, as a lost race inside one transaction would. A replayed
+        every write in one implicit transaction whose first statement re-checks the version
+        and also writes the clocks stopped and started (``_pg_move``): one statement, or a
+        pipeline when an idempotency key or re-derived clocks add more
+        (``db.execute_pipeline``). Two round trips, no BEGIN/COMMIT. A version that moved in
+        between raises ``ConcurrentUpdate`` and stores nothing, as a lost race inside one
+        transaction would. A replayed
         idempotency key returns the first call's result (a Complaint)."""
         assert self._autocommit_db is not None
         with db.autocommit(self._autocommit_db, number) as conn:
