@@ -162,7 +162,8 @@ def autocommit_engine(url: str | URL, *, pool_size: int | None = None,
     plan their prepared statements once (``plan_cache_mode = force_generic_plan``): a
     fire's statements look rows up by key, so a plan made for the actual parameters is no
     better, yet the server would otherwise plan a statement with several CTEs anew at
-    every execution (measured: about 65 us of its CPU per fire)."""
+    every execution (measured in the server log: a bind of 66-118 us, 23-24 us with
+    generic plans)."""
     engine = connect(url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
                      max_overflow=max_overflow)
 

@@ -707,8 +707,8 @@ class Engine:
         pipeline when an idempotency key or re-derived clocks add more
         (``db.execute_pipeline``). Two round trips, no BEGIN/COMMIT. A version that moved in
         between raises ``ConcurrentUpdate`` and stores nothing, as a lost race inside one
-        transaction would. A replayed
-        idempotency key returns the first call's result (a Complaint)."""
+        transaction would. A replayed idempotency key returns the first call's result (a
+        Complaint)."""
         assert self._autocommit_db is not None
         with db.autocommit(self._autocommit_db, number) as conn:
             found = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})

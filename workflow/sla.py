@@ -243,7 +243,7 @@ def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: dateti
 
 # PostgreSQL through the driver (psycopg's paramstyle): ``apply_plan``'s writes as
 # statements of constant text that need no result from one another, so that they can go
-# out in one pipeline.
+# out in one pipeline, or CTEs of the fire's one statement (``pg_writes``).
 _PG_RECORDS = "json_to_recordset(%(rows)s::json)"
 _PG_DELETE_PENDING_OF = (
     "DELETE FROM deadlines WHERE complaint_id = %(complaint)s AND timer_id = ANY(%(ids)s) "
