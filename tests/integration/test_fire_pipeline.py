@@ -258,8 +258,8 @@ def test_a_fire_on_postgresql_takes_two_round_trips(
             sa.event.listen(pool, "commit", lambda *_: sent.append("commit"))
         clock.advance(timedelta(minutes=10))
         engine.fire(number, "record", CS, {"readback_confirmed": True})
-        # one statement: the row update with its event, the stopped clocks (their
-        # deadlines, then the clocks) and the started ones (clocks, then their deadlines)
+        # one statement: the row update with its event, the stopped clocks with their
+        # pending deadlines, and the started clocks with theirs
         assert sent == ["read", "pipeline of 1"]
     finally:
         engine.close()
