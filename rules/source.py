@@ -135,11 +135,16 @@ class _AliasNode(yaml.Node):
 
 class _Composer(yaml.composer.Composer):
     """PyYAML's composer, except that an alias gives an ``_AliasNode``: PyYAML's returns the
-    anchored node itself, so every use of it would be located at the anchor."""
+    anchored node itself, so every use of it would be located at the anchor; and the nodes
+    written with a tag are remembered (``tagged``: ``id`` to the tag written): a composed
+    node carries the same tag whether ``!!str`` was written or the resolver chose it."""
+
+    tagged: dict[int, str]
 
     if TYPE_CHECKING:  # supplied by the parser it is mixed with
         def check_event(self, *choices: Any) -> bool: ...
         def get_event(self) -> Any: ...
+        def peek_event(self) -> Any: ...
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -148,7 +153,11 @@ class _Composer(yaml.composer.Composer):
                 raise yaml.composer.ComposerError(
                     None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
             return _AliasNode(self.anchors[event.anchor], event.anchor, event.start_mark)
-        return super().compose_node(parent, index)
+        written = self.peek_event().tag  # "!" too: the non-specific tag
+        node = super().compose_node(parent, index)
+        if written is not None and node is not None:
+            self.tagged[id(node)] = written
+        return node
 
 
 if yaml.__with_libyaml__:
@@ -157,14 +166,18 @@ if yaml.__with_libyaml__:
         def __init__(self, stream: str) -> None:
             yaml.CSafeLoader.__init__(self, stream)
             self.anchors: dict[Any, yaml.Node] = {}
+            self.tagged = {}
 else:  # pragma: no cover - PyYAML built without libyaml
     class _Loader(_Composer, yaml.SafeLoader):  # type: ignore[no-redef]
-        pass
+        def __init__(self, stream: str) -> None:
+            yaml.SafeLoader.__init__(self, stream)
+            self.tagged = {}
 
 
 class _Reader:
-    def __init__(self, source: SourceMap) -> None:
+    def __init__(self, source: SourceMap, tagged: dict[int, str]) -> None:
         self.source = source
+        self.tagged = tagged  # the nodes written with a tag (``_Composer``)
         self.problems: list[RuleProblem] = []
         self.budget = _MAX_VALUES
 
@@ -208,8 +221,9 @@ class _Reader:
         if len(path) > _MAX_DEPTH or id(node) in active:
             self.lose(path, at, via, "document nests too deeply or refers to itself")
             return None
-        if node.tag not in _STANDARD_TAGS:
-            self.lose(path, at, via, f"YAML tag {node.tag!r} is not allowed in rule files",
+        tag = self.tagged.get(id(node))
+        if tag is not None or node.tag not in _STANDARD_TAGS:
+            self.lose(path, at, via, f"YAML tag {tag or node.tag!r} is not allowed in rule files",
                       "plain YAML without tags")
             return None
         if isinstance(node, yaml.ScalarNode):
@@ -245,9 +259,11 @@ class _Reader:
                 continue
             key = str(key_node.value)
             child = (*path, key)
-            if key_node.tag not in _STANDARD_TAGS:  # read as the plain key it carries
+            tag = self.tagged.get(id(key_node))
+            if tag is not None or key_node.tag not in _STANDARD_TAGS:
+                # read as the plain key it carries
                 self.fail(child, key_at, key_via,
-                          f"YAML tag {key_node.tag!r} is not allowed in rule files",
+                          f"YAML tag {tag or key_node.tag!r} is not allowed in rule files",
                           "plain YAML without tags")
             if key in out:
                 self.fail(child, key_at, key_via, f"duplicate key {key!r}")
@@ -302,8 +318,9 @@ def read_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[RuleProblem]]:
             file, line, column, "",
             f"malformed YAML: control character U+{ord(bad.group()):04X} is not allowed",
             "well-formed YAML")]
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = f"malformed YAML: {exc.problem or exc.context}"
@@ -333,9 +350,11 @@ def read_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[RuleProblem]]:
         return None, source, [problem]
     except yaml.YAMLError as exc:
         return None, source, [RuleProblem(file, None, None, "", f"malformed YAML: {exc}")]
+    finally:
+        loader.dispose()
     if node is None:
         return None, source, [RuleProblem(file, 1, 1, "", "the rule file is empty",
                                           "a mapping")]
-    reader = _Reader(source)
+    reader = _Reader(source, loader.tagged)
     data = reader.value(node, (), set())
     return data, source, reader.problems

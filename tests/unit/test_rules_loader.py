@@ -146,6 +146,12 @@ def test_python_object_tags_are_refused_and_nothing_is_constructed(tmp_path: Pat
         "!local",
         "!<tag:example.com,2000:x>",
         "!!omap",
+        # standard tags too: before, they were dropped silently ("!!str 123" read as 123)
+        "!!str",
+        "!!int",
+        "!!bool",
+        "!!null",
+        "!",
     ],
 )
 def test_other_tags_are_refused(tag: str) -> None:

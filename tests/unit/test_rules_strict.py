@@ -267,6 +267,22 @@ def test_a_tag_on_a_key_is_refused_and_the_key_still_read() -> None:
     assert located(problems[0]) == at(text, "!!python")
 
 
+@pytest.mark.parametrize("tag", ["!!str", "!!null", "!"])
+def test_a_standard_tag_on_a_key_is_refused_and_the_key_still_read(tag: str) -> None:
+    """The composed key carries the tag the resolver would give it, so a written ``!!str``
+    looked like no tag at all and was accepted."""
+    text = replaced("name: 客户投诉处理程序 (default)", f"{tag} name: 客户投诉处理程序 (default)")
+    problems = problems_of(text)
+    assert [p.path for p in problems] == ["name"], problems
+    assert "is not allowed in rule files" in problems[0].message
+    assert located(problems[0]) == at(text, f"{tag} name")
+
+
+def test_a_quoted_value_is_not_taken_for_a_tagged_one() -> None:
+    text = replaced("name: 客户投诉处理程序 (default)", "name: '13:00'")
+    assert parse_rules(text, FILE).name == "13:00"
+
+
 def test_an_anchor_defined_twice_names_the_anchor_and_its_first_place() -> None:
     text = replaced("    label: {zh: 登记, en: Recorded}",
                     "    label: &shown {zh: 登记, en: Recorded}")
