@@ -296,6 +296,27 @@ def _progress(console: Console) -> Progress:
     )
 
 
+@contextlib.contextmanager
+def _phases(labels: Mapping[str, str]) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``(phase, done, total)`` callback showing each phase as a bar of its own on stderr;
+    nothing is drawn before the first call (an error before any work prints only itself)."""
+    bar = _progress(_err())
+    tasks: dict[str, Any] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        if tasks:
+            bar.stop()
+
+
 def _short(moment: datetime | None, zone: ZoneInfo) -> str:
     """A compact local time for tables: ``2026-03-02 09:00``."""
     if moment is None:
@@ -1275,11 +1296,13 @@ def rules_migrate(
             "state_map": state_map,
             "where": where,
         }
-        if dry_run:
-            items = migrate.plan(engine, full, **selection)
-        else:
-            assert actor is not None
-            items = migrate.apply(engine, full, actor, **selection)
+        with _phases({"checking": "checking (complaints)",
+                      "moving": "moving (complaints)"}) as progress:
+            if dry_run:
+                items = migrate.plan(engine, full, **selection, progress=progress)
+            else:
+                assert actor is not None
+                items = migrate.apply(engine, full, actor, **selection, progress=progress)
     ok = all(item.ok for item in items)
     doc = {"to": full, "dry_run": dry_run, "ok": ok, "items": [i.to_json() for i in items]}
 
@@ -2401,14 +2424,7 @@ def demo(
     engine, clock = open_demo_engine(db_path)
     labels = {"simulating": "simulating (hours)", "verifying": "verifying deeply (complaints)"}
     try:
-        with _progress(_err()) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
-                bar.update(tasks[phase], completed=done, total=total)
-
+        with _phases(labels) as progress:
             summary = run_demo(engine, count, seed, progress, clock=clock)
         rules = engine.rules
         first = engine.find(limit=1).items[0]

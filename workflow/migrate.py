@@ -10,7 +10,7 @@ is changed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -36,8 +36,8 @@ from complaintflow.timers import Due, Ledger, timer_payload
 if TYPE_CHECKING:
     from complaintflow.engine import Engine
 
-__all__ = ["WHERE_KEYS", "MigrationItem", "MigrationRefused", "Where", "apply", "parse_where",
-           "plan"]
+__all__ = ["WHERE_KEYS", "MigrationItem", "MigrationRefused", "Progress", "Where", "apply",
+           "parse_where", "plan"]
 
 #: What a selection may name: complaint columns the database indexes.
 WHERE_KEYS = ("state", "severity", "department", "handler", "received_after", "received_before")
@@ -45,6 +45,10 @@ WHERE_KEYS = ("state", "severity", "department", "handler", "received_after", "r
 #: hold. ``received_after`` (at or after) and ``received_before`` (strictly before) take ISO
 #: times, naive ones in the rule set's time zone.
 Where = Mapping[str, str | Iterable[str]]
+#: Told ``(phase, done, total)`` as a migration goes: "checking" as each selected complaint
+#: is planned, then, for ``apply``, "moving" as each is written. A migration is one
+#: transaction: nothing is committed before the last complaint is written.
+Progress = Callable[[str, int, int], None]
 
 
 class MigrationRefused(InvalidInput):
@@ -261,21 +265,34 @@ def _scope(dest: Any, row: Any, state: str, stored: Mapping[str, Any], facts: Fa
                       now or row.updated_at)
 
 
+def _plan_all(conn: Connection, engine: Engine, rows: list[Any], target: str,
+              state_map: Mapping[str, str] | None, progress: Progress | None
+              ) -> list[MigrationItem]:
+    items = []
+    for done, row in enumerate(rows, 1):
+        items.append(_plan_one(conn, engine, row, target, state_map or {}))
+        if progress is not None:
+            progress("checking", done, len(rows))
+    return items
+
+
 def plan(engine: Engine, to: str, *, states: Iterable[str] | None = None,
          numbers: Iterable[str] | None = None, state_map: Mapping[str, str] | None = None,
-         where: Where | None = None) -> list[MigrationItem]:
+         where: Where | None = None, progress: Progress | None = None
+         ) -> list[MigrationItem]:
     """What moving the selected open complaints to rule set ``to`` would change. The
     selection is every open complaint not on ``to``, narrowed by ``states``, ``numbers`` and
     ``where`` (see ``Where``; an unknown key or value raises ``InvalidInput``)."""
     with db.read(engine.database) as conn:
         target = resolve_hash(conn, to)
-        return [_plan_one(conn, engine, row, target, state_map or {})
-                for row in _select(conn, engine, target, states, numbers, where, state_map)]
+        rows = _select(conn, engine, target, states, numbers, where, state_map)
+        return _plan_all(conn, engine, rows, target, state_map, progress)
 
 
 def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None = None,
           numbers: Iterable[str] | None = None, state_map: Mapping[str, str] | None = None,
-          where: Where | None = None) -> list[MigrationItem]:
+          where: Where | None = None, progress: Progress | None = None
+          ) -> list[MigrationItem]:
     """Move the selected open complaints (selected as by ``plan``); all or nothing."""
     engine.check_actor(actor, engine.rules)
     now = engine.now()
@@ -283,13 +300,13 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
     with db.write(engine.database) as conn:
         target = resolve_hash(conn, to)
         rows = _select(conn, engine, target, states, numbers, where, state_map)
-        items = [_plan_one(conn, engine, row, target, state_map or {}) for row in rows]
+        items = _plan_all(conn, engine, rows, target, state_map, progress)
         refused = [i for i in items if not i.ok]
         if refused:
             raise MigrationRefused(refused)
         dest = engine.compiled(conn, target)
         calendars = engine.calendar_lookup(conn)
-        for row, item in zip(rows, items, strict=True):
+        for done, (row, item) in enumerate(zip(rows, items, strict=True), 1):
             stored = {k: v for k, v in json.loads(row.fields).items()
                       if k not in item.dropped_fields}
             seq = row.version + 1
@@ -357,6 +374,8 @@ def apply(engine: Engine, to: str, actor: Actor, *, states: Iterable[str] | None
                 raise ConcurrentUpdate(row.number, row.version, None)
             conn.execute(sa.insert(E).values(**event_row))
             committed.append(CommittedEvent(event, None))
+            if progress is not None:
+                progress("moving", done, len(rows))
     engine.notify(committed)
     return items
 

@@ -432,3 +432,29 @@ def test_typos_in_the_selection_are_named_with_a_suggestion(unchanged_world: Wor
     with pytest.raises(InvalidInput):
         apply(world.new, target, QM, states=["recieved"])
     assert dump(world.new) == before
+
+
+def test_progress_counts_every_complaint_and_nothing_is_committed_before_the_end(
+    world: World,
+) -> None:
+    """``progress`` is told each complaint planned, then each written; while it is told, a
+    reader on another engine still sees every complaint on its old rule set."""
+    seen: list[tuple[str, int, int]] = []
+    versions = {n: world.old.get(n).version for n in world.open_numbers}
+    target = world.new.rules.version
+
+    def progress(phase: str, done: int, total: int) -> None:
+        seen.append((phase, done, total))
+        if phase == "moving":
+            assert {n: world.old.get(n).version for n in world.open_numbers} == versions
+
+    planned = plan(world.new, target, state_map={"revisited": "followed_up"},
+                   progress=progress)
+    total = len(world.open_numbers)
+    assert len(planned) == total
+    assert seen == [("checking", i, total) for i in range(1, total + 1)]
+    seen.clear()
+    apply(world.new, target, QM, state_map={"revisited": "followed_up"}, progress=progress)
+    assert seen == [*(("checking", i, total) for i in range(1, total + 1)),
+                    *(("moving", i, total) for i in range(1, total + 1))]
+    assert all(world.old.get(n).ruleset == target for n in world.open_numbers)

@@ -196,3 +196,18 @@ def test_the_library_takes_the_same_selection(setup: tuple[Path, dict[str, str],
     with pytest.raises(InvalidInput) as parsed:
         parse_where(["a=1", "=2", "state=received"])
     assert [p.field for p in parsed.value.problems] == ["where", "where.a"]
+
+
+def test_a_migration_shows_its_progress_on_stderr_and_keeps_stdout_json(
+    setup: tuple[Path, dict[str, str], str],
+) -> None:
+    db, n, new = setup
+    dry = run(db, "--json", "rules", "migrate", "--to", new[:8], "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "checking (complaints)" in dry.stderr and "4/4" in dry.stderr
+    assert "moving" not in dry.stderr
+    assert len(json.loads(dry.stdout)["items"]) == 4
+    real = run(db, "rules", "migrate", "--to", new[:8], *CS_ARGS, "--number", n["G3"])
+    assert real.exit_code == 0, real.output
+    assert "checking (complaints)" in real.stderr and "moving (complaints)" in real.stderr
+    assert "1/1" in real.stderr and "1 complaint moved" in real.stdout
