@@ -27,7 +27,14 @@ from zoneinfo import ZoneInfo
 import click
 import sqlalchemy as sa
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -285,11 +292,12 @@ def _option_json(option: TriggerOption) -> dict[str, Any]:
     }
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, *, size: bool = False) -> Progress:
+    """Bars counting items, or (``size``) bytes."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        DownloadColumn() if size else MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -315,6 +323,22 @@ def _phases(labels: Mapping[str, str]) -> Iterator[Callable[[str, int, int], Non
     finally:
         if tasks:
             bar.stop()
+
+
+def _advancing(stream: TextIO, bar: Progress, task: Any) -> Iterator[str]:
+    """The lines of ``stream``, advancing ``task`` to the bytes read so far every 1,000 lines
+    and at the end: the file's position (a file's size is its total), or on a pipe the
+    lines' size in UTF-8."""
+    binary = getattr(stream, "buffer", None)
+    seekable = binary is not None and binary.seekable()
+    done = 0
+    for n, line in enumerate(stream, 1):
+        if not seekable:
+            done += len(line.encode("utf-8"))
+        if n % 1000 == 0:
+            bar.update(task, completed=binary.tell() if seekable else done)
+        yield line
+    bar.update(task, completed=binary.tell() if seekable else done)
 
 
 def _short(moment: datetime | None, zone: ZoneInfo) -> str:
@@ -1745,7 +1769,10 @@ def audit_check_export(ctx: click.Context, file: str, fmt: str | None, no_end: b
     except OSError as exc:
         raise CommandFailed(f"cannot read {file}: {exc.strerror}") from None
     try:
-        report = check_export(stream, fmt, require_end=not no_end)
+        with _progress(_err(), size=True) as bar:
+            size = None if stream is sys.stdin else os.fstat(stream.fileno()).st_size
+            task = bar.add_task("checking", total=size)
+            report = check_export(_advancing(stream, bar, task), fmt, require_end=not no_end)
     except (ValueError, KeyError, TypeError, csv.Error) as exc:
         raise CommandFailed(f"{file} is not a {fmt} export of complaintflow: {exc}") from None
     finally:

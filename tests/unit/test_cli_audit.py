@@ -610,7 +610,9 @@ def test_rules_migrate_dry_run_refusal_and_real_run(
     err = expected_error(
         cli(db, "rules", "migrate", "--to", new[:8], *CS_ARGS, "--map", "investigated=nosuch")
     )
-    assert err.startswith("error: migration refused, nothing changed: 1 complaint cannot move:")
+    progress, _, err = err.partition("error: ")  # the bar of the checking done first
+    assert progress.startswith("checking (complaints)") and "2/2" in progress
+    assert err.startswith("migration refused, nothing changed: 1 complaint cannot move:")
     assert f"  {numbers['A']}: mapped state 'nosuch' does not exist in the target" in err
     assert "--actor is required" in expected_error(cli(db, "rules", "migrate", "--to", new[:8]), 2)
     assert "OLD=NEW" in expected_error(
@@ -758,8 +760,10 @@ def test_audit_export_and_check_export(db: Path, tmp_path: Path, numbers: dict[s
     assert doc["format"] == "csv" and doc["events"] > 0 and doc["complaints"] == 1
     assert len(doc["digest"]) == 64
     assert csv_file.read_text("utf-8").startswith("number,seq,type")
-    out = ok(cli(db, "audit", "check-export", str(csv_file)))
-    assert "masked (links checked only): ok" in out  # exported without a reader role
+    checking = cli(db, "audit", "check-export", str(csv_file))
+    assert "masked (links checked only): ok" in ok(checking)  # exported without a reader role
+    size = csv_file.stat().st_size  # the bar counts the file's bytes, all of them at the end
+    assert size < 1000**2 and f"{size / 1000:.1f}/{size / 1000:.1f} kB" in checking.stderr
 
     streamed = cli(db, "audit", "export", "--number", numbers["C"], "--output", "-")
     assert streamed.exit_code == 0, streamed.output
@@ -767,6 +771,8 @@ def test_audit_export_and_check_export(db: Path, tmp_path: Path, numbers: dict[s
     assert len(lines) == 4 and json.loads(lines[0])["type"] == "submitted"
     piped = cli(db, "audit", "check-export", "-", input=streamed.stdout)
     assert piped.exit_code == 0 and "checked 3 events of 1 complaint" in piped.stdout
+    piped_size = len(streamed.stdout.encode("utf-8"))  # a pipe has no size: read so far
+    assert f"{piped_size / 1000:.1f}/? kB" in piped.stderr
 
 
 def test_audit_export_errors(db: Path, tmp_path: Path) -> None:
