@@ -20,6 +20,7 @@ from complaintflow.rules.values import (
     from_json,
     to_json,
 )
+from complaintflow.views import mask_value
 
 SHANGHAI = timezone(timedelta(hours=8))
 COLOURS = ValueType("enum", ("red", "green", "blue"))
@@ -342,3 +343,24 @@ def test_raise_level_only_ever_raises() -> None:
     assert raise_level(levels, "major", "general") == "major"
     assert raise_level(levels, "forged", "general") == "general"  # unknown counts lowest
     assert raise_level(levels, "major", "forged") == "major"  # an unknown level: no change
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("13812345678", "138****5678"),
+        ("+86 139 1234 5678", "+86****5678"),
+        # a landline without its area code showed every digit ('623****4567')
+        ("6234567", "6****7"),
+        ("62345678", "62****78"),
+        ("(021)62345678", "(02****5678"),
+        ("张伟", "张***"),
+        ("zhang.wei@example.cn", "z***@example.cn"),
+        ("", "***"),
+    ],
+)
+def test_masked_personal_data_hides_most_of_a_number(value: str, shown: str) -> None:
+    assert mask_value(value) == shown
+    digits = [c for c in value if c.isdigit()]
+    if len(digits) >= 7:
+        assert sum(c.isdigit() for c in shown) <= len(digits) - 4
