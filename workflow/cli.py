@@ -1706,28 +1706,22 @@ def audit_export(
         zone = _zone(engine)
         if number is not None:
             engine.get(number)  # no complaint: an error before any file is created
-        out: TextIO = sys.stdout if to_stdout else open_destination(output)
-        try:
-            with _progress(_err()) as bar:
-                task = bar.add_task("exporting (events)", total=None)
-                counting = _Counting(out, lambda: bar.advance(task), int(fmt == "csv"))
-                result = export_events(
-                    engine,
-                    counting,  # type: ignore[arg-type]  # a write() is all it needs
-                    fmt,
-                    number=number,
-                    since=_aware(start, zone),
-                    until=_aware(end, zone),
-                    actor=actor,
-                )
-        except BaseException:
-            if not to_stdout:
-                out.close()
-                Path(output).unlink(missing_ok=True)
-            raise
-        if not to_stdout:
-            out.close()
-        else:
+        # a file is replaced only by a complete export (an error leaves an existing one)
+        destination = contextlib.nullcontext(sys.stdout) if to_stdout \
+            else open_destination(output)
+        with destination as out, _progress(_err()) as bar:
+            task = bar.add_task("exporting (events)", total=None)
+            counting = _Counting(out, lambda: bar.advance(task), int(fmt == "csv"))
+            result = export_events(
+                engine,
+                counting,  # type: ignore[arg-type]  # a write() is all it needs
+                fmt,
+                number=number,
+                since=_aware(start, zone),
+                until=_aware(end, zone),
+                actor=actor,
+            )
+        if to_stdout:
             out.flush()
     summary = {"events": result.events, "complaints": result.complaints, "output": output,
                "format": fmt, "digest": result.digest}

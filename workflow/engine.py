@@ -32,6 +32,7 @@ from complaintflow.errors import (
     ConcurrentUpdate,
     FieldProblem,
     IdempotencyConflict,
+    IntegrityError,
     InvalidInput,
     NotFound,
     RoleNotAllowed,
@@ -232,6 +233,21 @@ def insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any]) 
     else:
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     conn.execute(stmt)
+
+
+def _stored_json(text: Any, kind: type, what: str, number: str, seq: int) -> Any:
+    """A JSON column of a stored event, or ``IntegrityError`` if it is not what the engine
+    writes there (an edited row: ``verify`` names it as well)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, kind):
+        raise IntegrityError(f"event {seq} of {number}: its stored {what} is not a JSON "
+                             f"{'object' if kind is dict else 'list'}; the row was changed "
+                             "outside the engine (`complaintflow audit verify` checks the "
+                             "whole history)", number, seq)
+    return value
 
 
 def _fingerprint(**parts: Any) -> str:
@@ -554,8 +570,8 @@ class Engine:
         ).all()
         fields: dict[str, Any] = {}
         severity = row.severity
-        for ev in events:
-            payload = json.loads(ev.payload)
+        for seq, ev in enumerate(events, 1):
+            payload = _stored_json(ev.payload, dict, "payload", row.number, seq)
             fields.update(payload.get("fields", {}))
             fields.update(payload.get("set", {}))
             severity = payload.get("severity", severity)
@@ -1229,12 +1245,15 @@ class Engine:
             return [self.mask_event(self.event_view(number, ev, conn), actor) for ev in rows]
 
     def event_view(self, number: str, ev: Any, conn: Connection | None = None) -> HistoryEvent:
-        """A stored event row as a (complete, unmasked) view, its payload upcast."""
-        payload = upcast(json.loads(ev.payload), ev.schema_version)
+        """A stored event row as a (complete, unmasked) view, its payload upcast. A payload
+        or roles column that is not the JSON the engine writes raises ``IntegrityError``."""
+        payload = upcast(_stored_json(ev.payload, dict, "payload", number, ev.seq),
+                         ev.schema_version)
+        roles = _stored_json(ev.actor_roles, list, "actor roles", number, ev.seq)
         if conn is not None:
             self.compiled(conn, ev.ruleset)
         return HistoryEvent(number, ev.seq, ev.type, ev.trigger, ev.from_state, ev.to_state,
-                            ev.actor_id, tuple(json.loads(ev.actor_roles)), ev.actor_department,
+                            ev.actor_id, tuple(roles), ev.actor_department,
                             ev.occurred_at, payload, ev.ruleset, ev.schema_version,
                             ev.prev_hash, ev.hash)
 

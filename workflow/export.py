@@ -23,10 +23,13 @@ not parse).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import os
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,14 +59,34 @@ COLUMNS = ("number", "seq", "type", "trigger", "from_state", "to_state", "actor_
            "ruleset", "schema_version", "prev_hash", "hash", "masked")
 
 
-def open_destination(path: str | Path) -> TextIO:
-    """Open an export file for writing, or raise ``InvalidInput`` saying why not."""
+@contextlib.contextmanager
+def open_destination(path: str | Path) -> Iterator[TextIO]:
+    """An export file written whole or not at all: the block writes a new file beside
+    ``path``, which replaces ``path`` (keeping an existing file's permissions) only when the
+    block ends without an error; otherwise the new file is removed and an existing one stays
+    as it was. A place that cannot be written raises ``InvalidInput`` before the block runs."""
     target = Path(path)
-    try:
-        return target.open("w", encoding="utf-8", newline="")
+
+    def unwritable(why: str) -> InvalidInput:
+        return InvalidInput([FieldProblem("output", f"cannot write {target}: {why}")],
+                            context="export")
+
+    if target.is_dir():
+        raise unwritable("it is a directory")
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+    try:  # created with the process's umask, as open() would
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
-        raise InvalidInput([FieldProblem("output", f"cannot write {target}: {exc.strerror}")],
-                           context="export") from None
+        raise unwritable(exc.strerror or str(exc)) from None
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as out:
+            yield out
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(partial, target.stat().st_mode & 0o7777)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _rows(engine: Engine, *, number: str | None, since: datetime | None,

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from complaintflow import (
     Complaint,
     Engine,
+    IntegrityError,
     InvalidInput,
     NotFound,
     Replayed,
@@ -961,14 +962,63 @@ def test_an_export_of_one_complaint_and_of_a_date_range(
         export_text(engine, "xml")
 
 
+@pytest.mark.parametrize(("column", "stored"), [("payload", "{bad"), ("payload", "[1]"),
+                                               ("actor_roles", "quality")])
+def test_a_stored_event_that_is_not_json_is_an_integrity_error_wherever_it_is_read(
+    engine: Engine, tmp_path: Path, column: str, stored: str
+) -> None:
+    """An edited payload or roles column crashed history, replay and export with the JSON
+    parser's own exception, and the export deleted the file it was to replace."""
+    number = engine.submit(complaint_fields(), CS).number
+    drive(engine, number, TO_INVESTIGATED)
+    cid = complaint_id(engine, number)
+    with engine.database.begin() as conn:
+        conn.execute(sa.update(E).where(E.c.complaint_id == cid, E.c.seq == 3)
+                     .values({column: stored}))
+    target = tmp_path / "old.jsonl"
+    target.write_text("precious\n")
+    for read in (lambda: engine.history(number), lambda: engine.replay(number),
+                 lambda: engine.replay(number, actor=QM),
+                 lambda: export.export_events(engine, io.StringIO())):
+        with pytest.raises(IntegrityError) as info:
+            read()
+        assert (info.value.number, info.value.seq) == (number, 3)
+        assert f"event 3 of {number}: its stored " in str(info.value)
+    with pytest.raises(IntegrityError), export.open_destination(target) as out:
+        export.export_events(engine, out)
+    assert target.read_text() == "precious\n"
+    assert not engine.verify().ok
+
+
 def test_an_unwritable_destination_is_invalid_input(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput) as info:
-        export.open_destination(tmp_path / "no" / "such" / "dir" / "out.jsonl")
+    with pytest.raises(InvalidInput) as info, \
+            export.open_destination(tmp_path / "no" / "such" / "dir" / "out.jsonl"):
+        pass
     assert info.value.problems[0].field == "output"
-    with pytest.raises(InvalidInput):
-        export.open_destination(tmp_path)  # a directory
+    with pytest.raises(InvalidInput) as info, export.open_destination(tmp_path):
+        pass
+    assert "it is a directory" in str(info.value)
     with export.open_destination(tmp_path / "ok.jsonl") as out:
         out.write("")
+    assert (tmp_path / "ok.jsonl").read_text() == ""
+
+
+def test_an_export_replaces_a_file_only_when_it_is_complete(tmp_path: Path) -> None:
+    """An error in the middle used to truncate and then delete an existing file."""
+    target = tmp_path / "old.jsonl"
+    target.write_text("precious\n")
+    target.chmod(0o640)
+    with pytest.raises(RuntimeError), export.open_destination(target) as out:
+        out.write("half an export\n")
+        raise RuntimeError("the database went away")
+    assert target.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.jsonl"]  # no partial left
+    with export.open_destination(target) as out:
+        out.write("new\n")
+        assert target.read_text() == "precious\n"  # until the block ends
+    assert target.read_text() == "new\n"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.jsonl"]
 
 
 # -- timeline --------------------------------------------------------------------------------
