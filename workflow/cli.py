@@ -329,7 +329,7 @@ def _advancing(stream: TextIO, bar: Progress, task: Any) -> Iterator[str]:
     """The lines of ``stream``, advancing ``task`` to the bytes read so far every 1,000 lines
     and at the end: the file's position (a file's size is its total), or on a pipe the
     lines' size in UTF-8."""
-    binary = getattr(stream, "buffer", None)
+    binary: Any = getattr(stream, "buffer", None)
     seekable = binary is not None and binary.seekable()
     done = 0
     for n, line in enumerate(stream, 1):
