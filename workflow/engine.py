@@ -1207,19 +1207,28 @@ class Engine:
         )
         return self._masked(complaint, roles)
 
-    @staticmethod
-    def _check_lookup(number: Any, actor: Any, *, optional: bool = True) -> None:
+    def _check_lookup(self, number: Any, actor: Any, *, optional: bool = True) -> None:
         """A complaint number is text and the reader an ``Actor`` (or ``None`` if
-        ``optional``)."""
+        ``optional``) whose roles the rules declare."""
         problems = []
         if not isinstance(number, str):
             problems.append(FieldProblem("number", f"a complaint number (text), not "
                                                    f"{type(number).__name__}"))
-        if not isinstance(actor, Actor) and not (optional and actor is None):
-            problems.append(FieldProblem("actor", "an Actor or None" if optional
-                                         else "expected an Actor"))
+        problems += self._reader_problems(actor, optional)
         if problems:
             raise InvalidInput(problems)
+
+    def _reader_problems(self, actor: Any, optional: bool = True) -> list[FieldProblem]:
+        """A reader is an ``Actor`` (or ``None``) with declared roles: a misspelt role would
+        only see masked data, silently."""
+        if actor is None and optional:
+            return []
+        if not isinstance(actor, Actor):
+            return [FieldProblem("actor", "an Actor or None" if optional
+                                 else "expected an Actor")]
+        roles = self.rules.roles
+        return [FieldProblem("actor.roles", f"unknown role {role!r}" + hint(role, roles))
+                for role in actor.roles if role not in roles]
 
     def get(self, number: str, actor: Actor | None = None) -> Complaint:
         """The complaint as ``actor`` may see it (``None``: personal data masked)."""
@@ -1298,8 +1307,7 @@ class Engine:
             problems.append(FieldProblem("limit", "an integer from 1 to 10000"))
         if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**62:
             problems.append(FieldProblem("offset", "a non-negative integer below 2**62"))
-        if actor is not None and not isinstance(actor, Actor):
-            problems.append(FieldProblem("actor", "an Actor or None"))
+        problems += self._reader_problems(actor)
         where: list[Any] = []
         if state is not None:
             states = [state] if isinstance(state, str) else list(state) \
@@ -1440,4 +1448,5 @@ class Engine:
         (state, fields, severity, timers); never reads the current-state row."""
         from complaintflow.audit import replay
 
+        self._check_lookup(number, actor)
         return replay(self, number, at, actor)
