@@ -26,17 +26,22 @@ from complaintflow.rules.source import Path, SourceMap
 from complaintflow.rules.timing import check_timing
 from complaintflow.rules.values import ValueProblem, ValueType, coerce, type_of_field
 
-__all__ = ["OPERATORS", "check_rule_file", "did_you_mean"]
+__all__ = ["OPERATORS", "UNREADABLE", "check_rule_file", "did_you_mean"]
 
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "is_set")
 SUBJECTS = ("field", "actor", "last_actor_of", "count_of", "elapsed_since")
+#: what the loader puts where a value that failed the structural pass is needed (passed in
+#: ``ignore``): never offered as a suggestion, never compared with itself
+UNREADABLE = "unreadable_value"
 _PATTERN_TOKEN = re.compile(r"\{([^{}]*)\}")
 
 
 class _Checker:
     def __init__(self, rules: RuleFile, source: SourceMap, graph: bool = True,
-                 ignore: Collection[str] = ()) -> None:
+                 ignore: Collection[str] = (), damaged: Collection[Path] = ()) -> None:
         self.rules = rules
+        # where the loader left out what failed the structural pass
+        self.damaged = tuple(tuple(p) for p in damaged)
         # names declared by items that failed the structural pass: not reported as unknown
         self.ignore = frozenset(ignore)
         # graph checks on a graph with dangling edges would only repeat the real problem
@@ -45,7 +50,7 @@ class _Checker:
         self.problems: list[RuleProblem] = []
         self.states = [s.id for s in rules.states]
         self.roles = [r.id for r in rules.roles]
-        self.triggers = sorted({t.trigger for t in rules.transitions})
+        self.triggers = sorted({t.trigger for t in rules.transitions} - {UNREADABLE})
         self.types: dict[str, ValueType] = {f.id: type_of_field(f) for f in rules.fields}
         self.types["severity"] = ValueType("enum", tuple(rules.severity.levels))
         self.types["state"] = ValueType("enum", tuple(self.states))
@@ -55,8 +60,15 @@ class _Checker:
             self.types["received_in_working_time"] = ValueType("bool")
             self.types["received_on_working_day"] = ValueType("bool")
 
+    def touched(self, path: Path) -> bool:
+        """Whether the loader left out something at or under ``path``."""
+        return any(d[:len(path)] == tuple(path) for d in self.damaged)
+
     def add(self, path: Path, message: str, expected: str | None = None,
-            suggestion: str | None = None) -> None:
+            suggestion: str | None = None, *, depends: Path | None = None) -> None:
+        # a problem of how the keys of ``depends`` go together: none when one was left out
+        if depends is not None and self.touched(depends):
+            return
         self.problems.append(self.source.problem(path, message, expected=expected,
                                                  suggestion=suggestion))
 
@@ -108,7 +120,8 @@ class _Checker:
             for i, f in enumerate(r.fields):
                 if f.required and f.id not in r.submit.fields:
                     self.add(("fields", i, "required"),
-                             f"{f.id!r} is required at submission but not in submit.fields")
+                             f"{f.id!r} is required at submission but not in submit.fields",
+                             depends=("submit", "fields"))
         for i, role in enumerate(r.personal_data.readers):
             self.ref(("personal_data", "readers", i), role, self.roles, "role")
         if self.graph:
@@ -147,7 +160,7 @@ class _Checker:
             if f.type in ("enum", "enum_list"):
                 if not f.values:
                     self.add((*path, "type"), f"{f.type} field {f.id!r} lists no values",
-                             "a non-empty 'values' list")
+                             "a non-empty 'values' list", depends=path)
                 elif len(set(f.values)) != len(f.values):
                     self.add((*path, "values"), "a value is listed twice", "unique values")
             elif f.values is not None:
@@ -200,7 +213,7 @@ class _Checker:
                     self.ref((*path, "approval", "since"), ap.since, self.triggers, "trigger")
                 if ap.when is not None:
                     self.condition((*path, "approval", "when"), ap.when)
-                if ap.by == t.trigger:
+                if ap.by == t.trigger != UNREADABLE:
                     self.add((*path, "approval", "by"), "a transition cannot approve itself")
 
     def check_separation(self) -> None:
@@ -218,7 +231,8 @@ class _Checker:
                              f"{name!r} is a {self.types[name].kind} field",
                              "a string field holding an actor id")
             if not rule.not_actor_of and not rule.not_field:
-                self.add(path, "the rule forbids nothing", "not_actor_of or not_field")
+                self.add(path, "the rule forbids nothing", "not_actor_of or not_field",
+                         depends=path)
 
     # -- conditions -------------------------------------------------------------------------
 
@@ -239,7 +253,7 @@ class _Checker:
         given = [k for k in SUBJECTS if getattr(ref, k, None) is not None]
         if len(given) != 1:
             self.add(path, f"names {len(given)} subjects ({', '.join(given) or 'none'})",
-                     "exactly one of " + ", ".join(SUBJECTS))
+                     "exactly one of " + ", ".join(SUBJECTS), depends=path)
             return None
         kind = given[0]
         value = getattr(ref, kind)
@@ -272,7 +286,7 @@ class _Checker:
                 self.ref((*path, "calendar"), ref.calendar, calendars, "calendar")
             elif ref.unit.startswith("working") and self.rules.calendar is None:
                 self.add((*path, "unit"), f"{ref.unit} needs a calendar",
-                         "a 'calendar' here or at the top of the file")
+                         "a 'calendar' here or at the top of the file", depends=path)
             return ValueType("decimal")
         return ValueType("string") if kind == "last_actor_of" else ValueType("integer")
 
@@ -281,12 +295,12 @@ class _Checker:
             for key, unused in (("unit", cmp.unit != "days"), ("calendar", cmp.calendar)):
                 if unused:
                     self.add((*path, key), f"{key!r} only applies to elapsed_since",
-                             "elapsed_since, or remove the key")
+                             "elapsed_since, or remove the key", depends=path)
         subject = self.subject_type(path, cmp, fields_only)
         ops = [op for op in OPERATORS if getattr(cmp, "in_" if op == "in" else op) is not None]
         if len(ops) != 1:
             self.add(path, f"has {len(ops)} operators ({', '.join(ops) or 'none'})",
-                     "exactly one of " + ", ".join(OPERATORS))
+                     "exactly one of " + ", ".join(OPERATORS), depends=path)
             return
         op = ops[0]
         operand = getattr(cmp, "in_" if op == "in" else op)
@@ -411,7 +425,8 @@ class _Checker:
         for i, a in enumerate(ts):
             for j in range(i + 1, len(ts)):
                 b = ts[j]
-                if a.trigger != b.trigger:
+                if a.trigger != b.trigger or self.touched(("transitions", i)) \
+                        or self.touched(("transitions", j)):
                     continue
                 shared = sorted(set(a.source) & set(b.source))
                 if not shared or not set(a.roles) & set(b.roles):
@@ -505,9 +520,13 @@ def _disjoint(a: Condition, b: Condition) -> bool:
 
 
 def check_rule_file(rules: RuleFile, source: SourceMap, *, graph: bool = True,
-                    ignore: Collection[str] = ()) -> list[RuleProblem]:
+                    ignore: Collection[str] = (),
+                    damaged: Collection[Path] = ()) -> list[RuleProblem]:
     """Reference, type and (with ``graph``) state-graph problems of a structurally valid file.
 
-    Names in ``ignore`` are not reported when a reference to them is unknown (the loader
-    passes what the items that failed the structural pass declared)."""
-    return _Checker(rules, source, graph, ignore).run()
+    The loader also checks what is left of a file that failed the structural pass: names in
+    ``ignore`` (what the left-out parts declared) are not reported when a reference to them
+    is unknown, and ``damaged`` are the paths it left values out at or under, where a problem
+    of how an item's keys go together (no subject, a timer that never stops, ...) or of
+    ambiguity would only follow from what is missing."""
+    return _Checker(rules, source, graph, ignore, damaged).run()

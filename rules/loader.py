@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
 
 from complaintflow.errors import RuleError, RuleProblem
-from complaintflow.rules.check import check_rule_file, did_you_mean
+from complaintflow.rules.check import UNREADABLE, check_rule_file, did_you_mean
 from complaintflow.rules.model import RuleFile
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.source import Path, SourceMap, format_path, read_yaml
@@ -107,7 +107,8 @@ def _validate(data: Any, source: SourceMap,
                                              context={"stored": stored})
     except ValidationError as exc:
         problems = _structural_problems(exc, source)
-        problems.extend(_check_remainder(exc, data, source, {p.path for p in problems}))
+        problems.extend(_check_remainder(exc, data, source, {p.path for p in problems},
+                                          stored))
         return None, problems
     return definition, check_rule_file(definition, source)
 
@@ -129,67 +130,202 @@ def _not_follow_on(problems: list[RuleProblem], source: SourceMap) -> list[RuleP
     return [p for p in problems if not follows(p.path)]
 
 
-_LISTS: tuple[tuple[str, ...], ...] = (
-    ("states",), ("roles",), ("fields",), ("transitions",), ("separation_of_duties",),
-    ("severity", "rules"),
-)
+#: what the rest of the file refers to: without one of these, what is left cannot be checked
+_DECLARATIONS: frozenset[Path] = frozenset({
+    ("states",), ("roles",), ("fields",), ("transitions",), ("calendars",), ("severity",),
+    ("severity", "levels"),
+})
+#: what stands in for a value the structural pass refused where the rest of the file needs
+#: one (a key with a default that others depend on, a required key of the whole file): the
+#: checks take UNREADABLE for a name already reported. Anything else refused is left out.
+_STAND_INS: dict[Path, Any] = {
+    ("name",): "?", ("initial",): UNREADABLE, ("calendar",): UNREADABLE,
+    ("severity", "default"): UNREADABLE,
+}
+#: the same for a required reference of a list item, so that the rest of the item is checked
+_ITEM_STAND_INS: dict[tuple[str, ...], dict[Path, Any]] = {
+    ("transitions",): {("to",): UNREADABLE, ("trigger",): UNREADABLE,
+                       ("approval", "by"): UNREADABLE,
+                       ("from",): [UNREADABLE], ("roles",): [UNREADABLE]},
+    ("severity", "rules"): {("level",): UNREADABLE},
+}
+_GONE = object()  # a list item left out; the working copy keeps the document's indices
+_ROUNDS = 100
+
+
+def _stand_in(path: Path) -> Any:
+    """What stands in for a refused value at ``path`` (``_GONE``: nothing, leave it out)."""
+    if path in _STAND_INS:
+        return _STAND_INS[path]
+    for prefix, keys in _ITEM_STAND_INS.items():
+        n = len(prefix)
+        if path[:n] == prefix and len(path) > n and isinstance(path[n], int):
+            return keys.get(path[n + 1:], _GONE)
+    return _GONE
+
+
+def _shapes_graph(path: Path) -> bool:
+    """Whether leaving out ``path`` changes the state graph (its states, edges, finals)."""
+    head, rest = path[0], path[2:3]
+    if head == "initial":
+        return True
+    if head == "states":
+        return not rest or rest[0] in ("id", "final")
+    return head == "transitions" and (not rest or rest[0] in ("from", "to"))
+
+
+def _compact(value: Any, path: Path, kept: dict[Path, list[int]]) -> Any:
+    """A copy of ``value`` without the items left out; ``kept`` gets, per list that lost
+    items, the document indices of those that remain."""
+    if isinstance(value, dict):
+        return {k: _compact(v, (*path, k), kept) for k, v in value.items()}
+    if isinstance(value, list):
+        indices = [i for i, v in enumerate(value) if v is not _GONE]
+        if len(indices) != len(value):
+            kept[path] = indices
+        return [_compact(value[i], (*path, i), kept) for i in indices]
+    return value
+
+
+def _to_document(path: Path, kept: dict[Path, list[int]]) -> Path:
+    out: list[str | int] = []
+    for part in path:
+        shifted = kept.get(tuple(out))
+        if isinstance(part, int) and shifted is not None and 0 <= part < len(shifted):
+            part = shifted[part]
+        out.append(part)
+    return tuple(out)
+
+
+def _to_checked(path: Path, kept: dict[Path, list[int]]) -> Path:
+    """The path in the compacted data; a left-out item gives the list it was in."""
+    out: list[str | int] = []
+    for n, part in enumerate(path):
+        shifted = kept.get(path[:n])
+        if isinstance(part, int) and shifted is not None:
+            if part not in shifted:
+                break
+            part = shifted.index(part)
+        out.append(part)
+    return tuple(out)
 
 
 class _ShiftedSource(SourceMap):
-    """A source map for pruned data: list indices are mapped back to the document's."""
+    """A source map for the compacted data: list indices are mapped back to the document's."""
 
-    def __init__(self, base: SourceMap, kept: dict[tuple[str, ...], list[int]]) -> None:
+    def __init__(self, base: SourceMap, kept: dict[Path, list[int]]) -> None:
         super().__init__(base.file, base.positions, base.key_positions, base.via,
                          base.key_via, base.lost, base.partial)
         self.kept = kept
 
-    def translate(self, path: Path) -> Path:
-        for prefix, kept in self.kept.items():
-            n = len(prefix)
-            index = path[n] if len(path) > n else None
-            if tuple(path[:n]) == prefix and isinstance(index, int):
-                return (*path[:n], kept[index], *path[n + 1:])
-        return path
-
     def problem(self, path: Path, message: str, **kw: Any) -> RuleProblem:
-        return super().problem(self.translate(path), message, **kw)
+        return super().problem(_to_document(path, self.kept), message, **kw)
+
+
+class _Remainder:
+    """A working copy of the document (in its own coordinates) from which what the structural
+    pass refused is left out, item by item, until the rest validates."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.original = data
+        self.work: dict[str, Any] = _compact(data, (), {})
+        self.left_out: list[Path] = []
+        # what a left-out item declares still exists as far as the author is concerned
+        self.declared: set[str] = set()
+        self.stood_in = False
+
+    def _container(self, path: Path) -> Any:
+        node: Any = self.work
+        for part in path:
+            present = part in node if isinstance(node, dict) else (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+                and node[part] is not _GONE)
+            if not present:
+                return _GONE
+            node = node[part]
+        return node
+
+    def _declares(self, path: Path) -> None:
+        node: Any = self.original
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return  # a key that only a stand-in gave: it declares nothing
+        if isinstance(node, dict):
+            self.declared.update(v for k, v in node.items()
+                                 if k in ("id", "trigger") and isinstance(v, str))
+        elif isinstance(node, str) and (isinstance(path[-1], int) or path[-1] in ("id",
+                                                                               "trigger")):
+            self.declared.add(node)
+
+    def leave_out(self, path: Path, *, missing: bool = False) -> bool:
+        """Take ``path`` out (or what it is missing from); False when nothing sensible would
+        be left to check."""
+        stand_in = _stand_in(path)
+        if stand_in is not _GONE:
+            parent = self._container(path[:-1])
+            if isinstance(parent, dict):
+                if path[-1] in parent:
+                    self._declares(path)
+                parent[path[-1]] = stand_in
+                self.left_out.append(path)
+                self.stood_in = True
+                return True
+        if missing:
+            path = path[:-1]
+        while path and self._container(path) is _GONE:
+            path = path[:-1]  # pydantic's location can go past the document's ('[key]')
+        if not path or path in _DECLARATIONS:
+            return False
+        parent = self._container(path[:-1])
+        if isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = _GONE
+        self._declares(path)
+        self.left_out.append(path)
+        return True
 
 
 def _check_remainder(exc: ValidationError, data: dict[str, Any], source: SourceMap,
-                     reported: set[str]) -> list[RuleProblem]:
-    """Drop the list items that failed the structural pass and check what is left, so that
-    reference and graph problems are reported in the same run."""
-    bad: dict[tuple[str, ...], set[int]] = {}
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        prefix = next((p for p in _LISTS if loc[: len(p)] == p and len(loc) > len(p)
-                       and isinstance(loc[len(p)], int)), None)
-        if prefix is None:
-            return []  # a top-level problem: nothing sensible is left to check
-        bad.setdefault(prefix, set()).add(int(loc[len(prefix)]))
-    pruned: dict[str, Any] = dict(data)
-    kept: dict[tuple[str, ...], list[int]] = {}
-    declared: set[str] = set()
-    for prefix, indices in bad.items():
-        parent: dict[str, Any] = pruned
-        for key in prefix[:-1]:
-            parent[key] = dict(parent[key])
-            parent = parent[key]
-        items = parent[prefix[-1]]
-        kept[prefix] = [i for i in range(len(items)) if i not in indices]
-        parent[prefix[-1]] = [items[i] for i in kept[prefix]]
-        # what a dropped item declares still exists as far as the author is concerned
-        for i in indices:
-            if isinstance(items[i], dict):
-                declared.update(v for k, v in items[i].items()
-                                if k in ("id", "trigger") and isinstance(v, str))
-    try:
-        definition = RuleFile.model_validate(pruned)
-    except ValidationError:
-        return []
-    shifted = _ShiftedSource(source, kept)
-    return [p for p in check_rule_file(definition, shifted, graph=False, ignore=declared)
-            if p.path not in reported]
+                     reported: set[str], stored: bool = False) -> list[RuleProblem]:
+    """Leave out what failed the structural pass and check what is left, so that reference,
+    type and graph problems are reported in the same run. What only follows from a left-out
+    part is not reported: names it declared are not unknown, problems of how the keys of a
+    damaged item go together are not reported, and the graph is not checked without it."""
+    rest = _Remainder(data)
+    kept: dict[Path, list[int]] = {}
+    for _ in range(_ROUNDS):
+        located = _one_per_union([_locate(e) for e in exc.errors(include_url=False)])
+        for item in located:
+            path = _to_document(item.path, kept)
+            if not rest.leave_out(path, missing=item.err["type"] == "missing"):
+                return []
+        kept = {}
+        pruned = _compact(rest.work, (), kept)
+        try:
+            definition = RuleFile.model_validate(pruned, strict=not stored,
+                                                 context={"stored": stored})
+            break
+        except ValidationError as again:
+            exc = again
+    else:
+        return []  # pragma: no cover - a bound: every round leaves out or stands in a value
+    gone = [format_path(p) for p in rest.left_out]
+    ignore = set(rest.declared)
+    if rest.stood_in:
+        ignore.add(UNREADABLE)
+
+    def follows(path: str) -> bool:
+        return path in reported or any(
+            path == g or path.startswith((g + ".", g + "[")) for g in gone)
+
+    problems = check_rule_file(
+        definition, _ShiftedSource(source, kept),
+        graph=not any(_shapes_graph(p) for p in rest.left_out), ignore=ignore,
+        damaged=[_to_checked(p, kept) for p in rest.left_out])
+    return [p for p in problems if not follows(p.path)]
 
 
 # -- mapping pydantic's errors back onto the document ---------------------------------------

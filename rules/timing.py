@@ -102,7 +102,7 @@ def _check_duration(c: _Checker, path: tuple[Any, ...], d: Duration, *, zero_ok:
     given = [u for u in UNITS if getattr(d, u) is not None]
     if len(given) != 1:
         c.add(path, f"names {len(given)} units ({', '.join(given) or 'none'})",
-              "exactly one of " + ", ".join(UNITS))
+              "exactly one of " + ", ".join(UNITS), depends=path)
         return
     if getattr(d, given[0]) == 0 and not zero_ok:
         c.add((*path, given[0]), "a zero budget is not allowed here", "a positive amount")
@@ -140,13 +140,13 @@ def check_timing(c: _Checker) -> None:
         if start.on == "enter":
             if not start.states:
                 c.add((*path, "start", "states"), "start on 'enter' names no state",
-                      "a list of states")
+                      "a list of states", depends=(*path, "start"))
             for j, s in enumerate(start.states):
                 c.ref((*path, "start", "states", j), s, states, "state")
         elif start.on == "trigger":
             if not start.triggers:
                 c.add((*path, "start", "triggers"), "start on 'trigger' names no trigger",
-                      "a list of triggers")
+                      "a list of triggers", depends=(*path, "start"))
             for j, trig in enumerate(start.triggers):
                 c.ref((*path, "start", "triggers", j), trig, c.triggers, "trigger")
         if start.on != "enter" and start.states:
@@ -159,9 +159,11 @@ def check_timing(c: _Checker) -> None:
         for j, trig in enumerate(t.stop_triggers):
             c.ref((*path, "stop_triggers", j), trig, c.triggers, "trigger")
         if not t.stop and not t.stop_triggers:
-            c.add((*path, "stop"), "the clock never stops", "stop states or stop_triggers")
+            c.add((*path, "stop"), "the clock never stops", "stop states or stop_triggers",
+                  depends=path)
         if t.count_start_day and t.duration.working_days is None:
-            c.add((*path, "count_start_day"), "count_start_day only applies to working_days")
+            c.add((*path, "count_start_day"), "count_start_day only applies to working_days",
+                  depends=path)
         if set(t.stop) & set(t.pause):
             c.add((*path, "pause"), "a state cannot both stop and pause the clock")
         if t.condition is not None:
@@ -175,13 +177,14 @@ def check_timing(c: _Checker) -> None:
             given = [u for u in UNITS if getattr(d, u) is not None]
             if given and given[0].startswith("working") and calendar is None:
                 c.add(dpath, f"{given[0]} needs a calendar",
-                      "a 'calendar' on the timer or at the top of the file")
+                      "a 'calendar' on the timer or at the top of the file", depends=path)
         if t.align_to_opening and calendar is None:
-            c.add((*path, "align_to_opening"), "aligning to the opening needs a calendar")
+            c.add((*path, "align_to_opening"), "aligning to the opening needs a calendar",
+                  depends=path)
         for j, w in enumerate(t.warnings):
             wpath = (*path, "warnings", j)
             if (w.fraction is None) == (w.before is None):
-                c.add(wpath, "a warning needs exactly one of fraction or before")
+                c.add(wpath, "a warning needs exactly one of fraction or before", depends=wpath)
                 continue
             if w.fraction is not None and w.fraction >= 1:
                 c.add((*wpath, "fraction"), f"a warning at {w.fraction} of the budget would "
@@ -202,7 +205,7 @@ def check_timing(c: _Checker) -> None:
                     if budget is not None and lead is not None and lead >= budget:
                         c.add((*wpath, "before"), f"the warning would come before the clock "
                               f"starts ({amount} {unit} before a budget of {budget})",
-                              "a lead time shorter than the budget")
+                              "a lead time shorter than the budget", depends=path)
             for k, role in enumerate(w.notify):
                 c.ref((*wpath, "notify", k), role, c.roles, "role")
         for k, role in enumerate(t.extend_roles):
@@ -228,7 +231,8 @@ def check_reviews(c: _Checker) -> None:
         if r.calendar is not None:
             c.ref((*path, "calendar"), r.calendar, calendars, "calendar")
         elif c.rules.calendar is None:
-            c.add((*path, "calendar"), "a review needs a calendar (for its time zone)")
+            c.add((*path, "calendar"), "a review needs a calendar (for its time zone)",
+                  depends=path)
         for j, s in enumerate(r.states):
             c.ref((*path, "states", j), s, states, "state")
         for j, role in enumerate(r.notify):
