@@ -304,6 +304,7 @@ class DeepVerifier:
         if not events:
             return
         upcast = self._upcast
+        versions = self._versions
         first = events[0]
         received = datetime.fromisoformat(first.occurred_at)
         replayed = Replayed(number, None, first.to_state, 0, None, {}, first.ruleset,
@@ -326,32 +327,34 @@ class DeepVerifier:
                 yield Finding(number, event.seq, "bad_payload",
                               "the stored payload is not a JSON object")
                 return
-            if event.ruleset not in self._versions:
+            ruleset = event.ruleset
+            version = versions.get(ruleset)
+            if version is None:
                 try:
-                    self.version(event.ruleset)
+                    version = self.version(ruleset)
                 except NotFound:
                     yield Finding(number, event.seq, "unknown_ruleset",
-                                  f"rule set {event.ruleset[:12]} is not stored: the event "
+                                  f"rule set {ruleset[:12]} is not stored: the event "
                                   "cannot be checked")
                     return
             p = upcast(raw, event.schema_version)
             at = datetime.fromisoformat(event.occurred_at)
-            trigger = event.trigger
+            type_, trigger = event.type, event.trigger
             step_found = False  # the step itself was not allowed: its clock plan follows
             if wanted and at != wanted_at:
                 yield from _unanswered(number, wanted)
             if event.actor_id == SCHEDULER and (
-                    event.type == "timer_action_refused"
-                    or (event.type == "transition" and trigger is not None)):
+                    type_ == "timer_action_refused"
+                    or (type_ == "transition" and trigger is not None)):
                 yield from self._breach_action(number, event, p, wanted, replayed, typed,
                                                typed_version, builtins, received, facts,
                                                floor, at)
-            if event.type != "transition" or trigger is None:
-                for found in self._other_event(number, event, p, replayed, floor, received):
+            if type_ != "transition" or trigger is None:
+                found = self._other_event(number, event, p, version, replayed)
+                if found:
                     step_found = True
-                    yield found
+                    yield from found
             else:
-                version = self.version(event.ruleset)
                 compiled = version.compiled
                 if typed_version is not version:
                     typed = compiled.codec.decode(replayed.fields)
@@ -376,8 +379,12 @@ class DeepVerifier:
                     else:
                         severity = machine.severity(updated, floor)
                         severity_memo = (version, floor, values, severity)
-                    scope = Scope({**updated, **base, "state": state, "severity": severity},
-                                  actor, facts, at, machine.calendars,
+                    # the scope's fields: {**updated, **base, "state": …, "severity": …},
+                    # built in place (updated is this candidate's own copy)
+                    updated.update(base)
+                    updated["state"] = state
+                    updated["severity"] = severity
+                    scope = Scope(updated, actor, facts, at, machine.calendars,
                                   rules.definition.calendar)
                     if ct.check(rules, actor, scope, problems, typed) is None:
                         outcome = (ct.definition.to, severity)
@@ -391,7 +398,7 @@ class DeepVerifier:
                         yield Finding(number, event.seq, "illegal_transition",
                                       f"{trigger!r} by {event.actor_id} "
                                       f"({', '.join(roles) or 'no roles'}) was not allowed "
-                                      f"under rule set {event.ruleset[:12]}: [{exc.check}] "
+                                      f"under rule set {ruleset[:12]}: [{exc.check}] "
                                       f"{exc.reason}")
                     else:
                         outcome = (step.to_state, step.severity)
@@ -409,11 +416,11 @@ class DeepVerifier:
                                       f"{p.get('severity')!r}")
             facts.record(event.seq, trigger, event.actor_id, event.from_state,
                          event.to_state, at)
-            if event.type == "timer_warning":
+            if type_ == "timer_warning":
                 wrong = self._actions(number, event, p, "warning")
                 if wrong is not None:
                     yield wrong
-            elif event.type == "timer_breached":
+            elif type_ == "timer_breached":
                 # the floor and the escalation follow the history; the actions themselves
                 # are checked against the rule
                 actions = p.get("actions")
@@ -423,8 +430,8 @@ class DeepVerifier:
                 if isinstance(actions, Mapping):
                     level = actions.get("raise_severity")
                     if isinstance(level, str):
-                        floor = raise_level(self.version(event.ruleset).compiled.rules
-                                            .severity_levels, floor, level)
+                        floor = raise_level(version.compiled.rules.severity_levels, floor,
+                                            level)
                     if actions.get("reassign"):
                         escalated = str(actions["reassign"])
                     if isinstance(actions.get("fire"), str):
@@ -444,16 +451,18 @@ class DeepVerifier:
             # fold_event without the timers and escalation: the clocks are checked on
             # ledgers of their own (_ClockCheck) and nothing here reads ReplayedTimer
             replayed.state, replayed.version = event.to_state, event.seq
-            replayed.ruleset = event.ruleset
+            replayed.ruleset = ruleset
             replayed.fields = fold_fields(replayed.fields, p)
             if "severity" in p:
                 replayed.severity = p["severity"]
             if clocks is None:
-                clocks = _ClockCheck(self, number, self._zone(event.ruleset))
-            if "timers" in p or event.type in _CLOCK_EVENTS or event.type in _PLANNED:
-                yield from clocks.event(event, p, at, self._scope_of(
-                    number, replayed, facts, builtins, received, event, at, typed,
-                    typed_version), plan=not step_found)
+                clocks = _ClockCheck(self, number, self._zone(ruleset), replayed, facts,
+                                     builtins, received)
+            if "timers" in p or type_ in _CLOCK_EVENTS or type_ in _PLANNED:
+                found = clocks.event(event, p, at, version, typed, typed_version,
+                                     plan=not step_found)
+                if found:
+                    yield from found
         yield from _unanswered(number, wanted)
         if clocks is not None:
             yield from clocks.missed(self._now)
@@ -545,66 +554,67 @@ class DeepVerifier:
                        f"{event.ruleset[:12]})")
 
     def _other_event(self, number: str, event: StoredEvent, p: Mapping[str, Any],
-                     replayed: Replayed, floor: str | None,
-                     received: datetime) -> Iterator[Finding]:
+                     version: _Version, replayed: Replayed) -> list[Finding]:
         """An event that is not a transition: the submission is checked against the rules
         of its version (initial state, a role allowed to submit, the severity the fields
         give); any other kind must leave the state and the fields as they were and the
         severity too, but for a breach raising it."""
         seq, type_ = event.seq, event.type
-        compiled = self.version(event.ruleset).compiled
+        compiled = version.compiled
         rules = compiled.rules
+        out: list[Finding] = []
         if seq == 1 or type_ == "submitted":
             if seq != 1 or type_ != "submitted":
-                yield Finding(number, seq, "illegal_event",
-                              f"a {type_!r} event at position {seq}: a history starts with "
-                              "its submission, and only there")
-                return
+                out.append(Finding(number, seq, "illegal_event",
+                                   f"a {type_!r} event at position {seq}: a history starts "
+                                   "with its submission, and only there"))
+                return out
             _, roles = self._actor(event.actor_id, event.actor_roles, event.actor_department)
             allowed = rules.definition.submit.roles
             if event.to_state != rules.initial:
-                yield Finding(number, seq, "illegal_event",
-                              f"submitted into {event.to_state!r}, the rules' initial state "
-                              f"is {rules.initial!r}")
+                out.append(Finding(number, seq, "illegal_event",
+                                   f"submitted into {event.to_state!r}, the rules' initial "
+                                   f"state is {rules.initial!r}"))
             unknown = [r for r in roles if r not in rules.roles]
             if unknown:
-                yield Finding(number, seq, "illegal_event",
-                              f"submitted by {event.actor_id} with roles the rules do not "
-                              f"declare: {', '.join(unknown)}")
+                out.append(Finding(number, seq, "illegal_event",
+                                   f"submitted by {event.actor_id} with roles the rules do "
+                                   f"not declare: {', '.join(unknown)}"))
             elif allowed != "*" and not set(roles) & set(allowed):
-                yield Finding(number, seq, "illegal_event",
-                              f"submitted by {event.actor_id} "
-                              f"({', '.join(roles) or 'no roles'}), the rules allow "
-                              f"{', '.join(allowed)}")
+                out.append(Finding(number, seq, "illegal_event",
+                                   f"submitted by {event.actor_id} "
+                                   f"({', '.join(roles) or 'no roles'}), the rules allow "
+                                   f"{', '.join(allowed)}"))
             try:
                 values = compiled.codec.decode(p.get("fields", {}))
                 severity = compiled.machine.severity(values, None)
             except (ComplaintflowError, TypeError, ValueError, AttributeError) as exc:
-                yield Finding(number, seq, "illegal_event",
-                              f"the submitted fields do not decode under the rules: {exc}")
-                return
+                out.append(Finding(number, seq, "illegal_event",
+                                   f"the submitted fields do not decode under the rules: "
+                                   f"{exc}"))
+                return out
             if p.get("severity") != severity:
-                yield Finding(number, seq, "wrong_severity",
-                              f"the rules give severity {severity!r}, history says "
-                              f"{p.get('severity')!r}")
-            return
+                out.append(Finding(number, seq, "wrong_severity",
+                                   f"the rules give severity {severity!r}, history says "
+                                   f"{p.get('severity')!r}"))
+            return out
         if type_ == "transition":  # without a trigger
-            yield Finding(number, seq, "illegal_transition",
-                          "a transition event without a trigger")
-            return
+            out.append(Finding(number, seq, "illegal_transition",
+                               "a transition event without a trigger"))
+            return out
         if type_ not in _EVENT_TYPES:
-            yield Finding(number, seq, "illegal_event", f"unknown event type {type_!r}")
-            return
+            out.append(Finding(number, seq, "illegal_event", f"unknown event type {type_!r}"))
+            return out
         if type_ == "ruleset_migrated":
-            return  # moves state, fields and severity by the migration plan
+            return out  # moves state, fields and severity by the migration plan
         if event.to_state != event.from_state:
-            yield Finding(number, seq, "illegal_event",
-                          f"a {type_!r} event moved the complaint from "
-                          f"{event.from_state!r} to {event.to_state!r}")
-        changed = [key for key in ("fields", "set", "dropped_fields") if key in p]
-        if changed:
-            yield Finding(number, seq, "illegal_event",
-                          f"a {type_!r} event changes fields ({', '.join(changed)})")
+            out.append(Finding(number, seq, "illegal_event",
+                               f"a {type_!r} event moved the complaint from "
+                               f"{event.from_state!r} to {event.to_state!r}"))
+        if "fields" in p or "set" in p or "dropped_fields" in p:
+            changed = [key for key in ("fields", "set", "dropped_fields") if key in p]
+            out.append(Finding(number, seq, "illegal_event",
+                               f"a {type_!r} event changes fields ({', '.join(changed)})"))
         if "severity" in p:
             expected = replayed.severity
             level = p.get("actions", {}).get("raise_severity") \
@@ -612,9 +622,10 @@ class DeepVerifier:
             if isinstance(level, str) and level in rules.severity_levels:
                 expected = raise_level(rules.severity_levels, expected, level)
             if p["severity"] != expected:
-                yield Finding(number, seq, "wrong_severity",
-                              f"a {type_!r} event records severity {p['severity']!r}, the "
-                              f"complaint had {expected!r}")
+                out.append(Finding(number, seq, "wrong_severity",
+                                   f"a {type_!r} event records severity "
+                                   f"{p['severity']!r}, the complaint had {expected!r}"))
+        return out
 
     def unread_scope(self, version: str) -> Scope:
         """A scope for rule code that is known not to read it."""
@@ -632,36 +643,6 @@ class DeepVerifier:
             zone = self._zones[version] = ZoneInfo(
                 self.version(version).compiled.rules.definition.timezone)
         return zone
-
-    def _scope_of(self, number: str, replayed: Replayed, facts: Facts,
-                  builtins: dict[str, dict[str, Any]], received: datetime,
-                  event: StoredEvent, at: datetime, typed: Mapping[str, Any],
-                  typed_version: _Version | None) -> Callable[[str], Scope]:
-        """The scope the engine gives the timer rules after ``event``, with the fields the
-        start conditions and budget variants read (built on demand: only a condition, a
-        variant budget or an aligned start reads it). ``typed``: the fields after the event
-        as ``typed_version`` decodes them, if it is the version asked for."""
-        built: dict[str, Scope] = {}  # the same for every clock this event starts
-
-        def scope(version: str) -> Scope:
-            done = built.get(version)
-            if done is not None:
-                return done
-            found = self.version(version)
-            compiled = found.compiled
-            actor, _ = self._actor(event.actor_id, event.actor_roles, event.actor_department)
-            fields = replayed.fields
-            base = builtins.get(compiled.version)
-            if base is None:
-                base = builtins[compiled.version] = compiled.builtins(number, received)
-            decoded = typed if typed_version is found else compiled.codec.decode(
-                {k: fields[k] for k in found.timer_fields if k in fields})
-            values = {**decoded, **base, "severity": replayed.severity,
-                      "state": replayed.state}
-            done = built[version] = compiled.scope(values, actor, facts, at)
-            return done
-
-        return scope
 
     def _calendar(self, name: str | None, version: str) -> WorkingCalendar | None:
         """The calendar ``name`` of rule-set ``version`` (``Engine.calendar_lookup``)."""
@@ -707,6 +688,7 @@ _Key = tuple[str, int]  # (timer, run)
 #: the events whose clock changes the timer rules decide (``sla.plan_event``)
 _PLANNED = frozenset({"submitted", "transition"})
 _Deadline = tuple[str, int]  # ("warning", index) or ("breach", 0), as the deadlines table
+_BREACH: _Deadline = ("breach", 0)
 
 
 @dataclass
@@ -733,7 +715,9 @@ class _ClockCheck:
     and calendar version, pauses, extensions) and derived with ``TimerSet.derive`` only
     when an event changes it."""
 
-    def __init__(self, verifier: DeepVerifier, number: str, zone: ZoneInfo) -> None:
+    def __init__(self, verifier: DeepVerifier, number: str, zone: ZoneInfo,
+                 replayed: Replayed, facts: Facts, builtins: dict[str, dict[str, Any]],
+                 received: datetime) -> None:
         self._v = verifier
         self._number = number
         self._zone = zone
@@ -742,6 +726,18 @@ class _ClockCheck:
         self.last_run: dict[str, int] = {}
         self._consent: dict[str, datetime] = {}  # timer -> the last consent given for it
         self._consent_event: tuple[int, str, str] | None = None  # (seq, timer, actor id)
+        # what the timer rules' scope is built from (see _scope): the complaint's replay,
+        # facts and built-ins, updated in place as the events are folded in ...
+        self._replayed = replayed
+        self._facts = facts
+        self._builtins = builtins
+        self._received = received
+        # ... and the event being checked, with the fields after it (set by ``event``)
+        self._event: StoredEvent | None = None
+        self._at = received
+        self._typed: Mapping[str, Any] = {}
+        self._typed_version: _Version | None = None
+        self._scoped: tuple[str, Scope] | None = None  # built for this event: (version, it)
 
     def _t(self, moment: datetime | None) -> str:
         return moment.astimezone(self._zone).isoformat() if moment is not None else "none"
@@ -749,83 +745,118 @@ class _ClockCheck:
     def _finding(self, seq: int, kind: str, key: _Key, text: str) -> Finding:
         return Finding(self._number, seq, kind, f"timer {key[0]} run {key[1]} {text}")
 
+    def _scope(self, version: str) -> Scope:
+        """The scope the engine gives the timer rules after the current event, with the
+        fields the start conditions and budget variants read (built on demand, once per
+        event: only a condition, a variant budget or an aligned start reads it)."""
+        scoped = self._scoped
+        if scoped is not None and scoped[0] == version:
+            return scoped[1]
+        v = self._v
+        found = v.version(version)
+        compiled = found.compiled
+        event = self._event
+        assert event is not None
+        actor, _ = v._actor(event.actor_id, event.actor_roles, event.actor_department)
+        replayed = self._replayed
+        fields = replayed.fields
+        builtins = self._builtins
+        base = builtins.get(compiled.version)
+        if base is None:
+            base = builtins[compiled.version] = compiled.builtins(self._number, self._received)
+        decoded = self._typed if self._typed_version is found else compiled.codec.decode(
+            {k: fields[k] for k in found.timer_fields if k in fields})
+        values = {**decoded, **base, "severity": replayed.severity, "state": replayed.state}
+        done = compiled.scope(values, actor, self._facts, self._at)
+        self._scoped = (version, done)
+        return done
+
     def _derive(self, clock: _Clock, key: _Key, seq: int, at: datetime,
                 recorded: Any) -> Finding | None:
         """Derive after a change at ``at`` and compare with the recorded due time."""
         ledger = clock.ledger
         due = clock.timers.derive(clock.timer, ledger,
                                   self._v._calendar(ledger.calendar, ledger.calendar_version))
-        clock.breach, clock.changed_seq = due.breach, seq
-        kept = {k: v for k, v in clock.pending.items() if v <= at}
-        if due.breach is not None:
-            for deadline, moment in (*((("warning", i), w) for i, w in due.warnings),
-                                     (("breach", 0), due.breach)):
-                if deadline not in kept and deadline not in clock.fired:
+        breach = due.breach
+        clock.breach, clock.changed_seq = breach, seq
+        pending = clock.pending
+        kept = {k: v for k, v in pending.items() if v <= at} if pending else {}
+        if breach is not None:
+            fired = clock.fired
+            for index, moment in due.warnings:
+                deadline = ("warning", index)
+                if deadline not in kept and deadline not in fired:
                     kept[deadline] = moment
+            if _BREACH not in kept and _BREACH not in fired:
+                kept[_BREACH] = breach
         clock.pending = kept
         stated = parse_iso(recorded) if isinstance(recorded, str) and recorded else None
-        if stated != due.breach:
+        if stated != breach:
             return self._finding(seq, "wrong_due", key,
                                  f"recorded due {self._t(stated)}, its ledger gives "
-                                 f"{self._t(due.breach)}")
+                                 f"{self._t(breach)}")
         return None
 
-    def _budget(self, timer: CompiledTimer, scope: Callable[[], Scope]) -> tuple[str, int]:
-        return timer.budget_for(scope()) if timer.variants else (timer.unit, timer.amount)
-
     def event(self, event: StoredEvent, p: Mapping[str, Any], at: datetime,
-              scope: Callable[[str], Scope], plan: bool = True) -> Iterator[Finding]:
-        """The findings of one event (already folded into the replay); ``plan``: also
-        whether it stops, pauses, resumes and starts the clocks the rules say (not after a
-        step already found not allowed, whose clock changes follow from it)."""
+              found: _Version, typed: Mapping[str, Any], typed_version: _Version | None,
+              plan: bool = True) -> list[Finding]:
+        """The findings of one event (already folded into the replay) of rule version
+        ``found``; ``typed``: the fields after it as ``typed_version`` decodes them;
+        ``plan``: also whether it stops, pauses, resumes and starts the clocks the rules
+        say (not after a step already found not allowed, whose clock changes follow from
+        it)."""
         type_, seq = event.type, event.seq
         if type_ in ("timer_warning", "timer_breached"):
-            yield from self._fired(event, p, at)
-            return
+            return self._fired(event, p, at)
+        out: list[Finding] = []
         if type_ == "customer_consent":
             consent = p.get("consent") or {}
             if isinstance(consent, dict) and consent.get("given_at"):
                 self._consent[str(p.get("timer"))] = parse_iso(consent["given_at"])
                 self._consent_event = (seq, str(p.get("timer")), event.actor_id)
-            return
+            return out
         if type_ in ("timer_extended", "deadline_recomputed"):
             key = (str(p.get("timer")), int(p.get("run", 1)))
             clock = self.clocks.get(key)
             if clock is None:
                 if type_ == "timer_extended":
-                    yield self._finding(seq, "extension_not_allowed", key,
-                                        "was extended but no such clock ran")
-                return
+                    out.append(self._finding(seq, "extension_not_allowed", key,
+                                             "was extended but no such clock ran"))
+                return out
             if type_ == "timer_extended":
-                yield from self._extension_allowed(clock, key, event)
-                yield from self._late_extension(clock, key, seq, at)
+                out.extend(self._extension_allowed(clock, key, event))
+                out.extend(self._late_extension(clock, key, seq, at))
                 clock.ledger.extensions.append({"amount": int(p.get("amount", 0))})
             elif p.get("calendar_version"):
                 clock.ledger.calendar_version = str(p["calendar_version"])
             wrong = self._derive(clock, key, seq, at, p.get("due_at"))
             if wrong is not None:
-                yield wrong
-            return
+                out.append(wrong)
+            return out
         changes = p.get("timers", {})
-        if not isinstance(changes, Mapping):
-            return
+        if type(changes) is not dict and not isinstance(changes, Mapping):
+            return out
+        self._event, self._at, self._scoped = event, at, None
+        self._typed, self._typed_version = typed, typed_version
         if plan and type_ in _PLANNED:
-            yield from self._plan(event, changes, scope)
+            self._plan(event, changes, found, out)
         migrated = type_ == "ruleset_migrated"
         version = event.ruleset
+        clocks, active = self.clocks, self.active
         touched: dict[_Key, Any] = {}
         for item in changes.get("stopped", ()):
             key = (item["timer"], int(item.get("run", 1)))
-            clock = self.clocks.get(key)
+            clock = clocks.get(key)
             if clock is not None:
                 clock.stopped = True  # deadlines already due still fire
-                if self.active.get(key[0]) == key:
-                    del self.active[key[0]]
-                clock.pending = {k: v for k, v in clock.pending.items() if v <= at}
+                if active.get(key[0]) == key:
+                    del active[key[0]]
+                if clock.pending:
+                    clock.pending = {k: v for k, v in clock.pending.items() if v <= at}
         for kind in ("paused", "resumed", "rederived"):
             for item in changes.get(kind, ()):
                 key = (item["timer"], int(item.get("run", 1)))
-                clock = self.clocks.get(key)
+                clock = clocks.get(key)
                 if clock is None:
                     continue
                 ledger = clock.ledger
@@ -834,79 +865,89 @@ class _ClockCheck:
                 elif kind == "resumed":
                     ledger.resume(at)
                 else:
-                    timers = self._v.version(version).compiled.timers
+                    timers = found.compiled.timers
                     timer = timers.by_id.get(key[0], clock.timer)
-                    ledger.unit, ledger.amount = self._budget(timer, lambda: scope(version))
+                    ledger.unit, ledger.amount = timer.budget_for(self._scope(version)) \
+                        if timer.variants else (timer.unit, timer.amount)
                     if migrated:
                         clock.timer, clock.timers = timer, timers
                         ledger.calendar = timer.definition.calendar or timers.default_calendar
                         ledger.calendar_version = version
                 touched[key] = item.get("due_at")
         for key, recorded in touched.items():
-            wrong = self._derive(self.clocks[key], key, seq, at, recorded)
+            wrong = self._derive(clocks[key], key, seq, at, recorded)
             if wrong is not None:
-                yield wrong
+                out.append(wrong)
+        timers = found.compiled.timers
+        last_run = self.last_run
         for item in changes.get("started", ()):
             key = (item["timer"], int(item.get("run", 1)))
-            timers = self._v.version(version).compiled.timers
             started = timers.by_id.get(key[0])
             if started is None:
-                yield self._finding(seq, "wrong_due", key, f"is not a timer of rule set "
-                                    f"{version[:12]}")
+                out.append(self._finding(seq, "wrong_due", key, f"is not a timer of rule "
+                                         f"set {version[:12]}"))
                 continue
             timer = started
-            if timer.variants or timer.definition.align_to_opening:
+            definition = timer.definition
+            if timer.variants or definition.align_to_opening:
                 # a timer without variants never reads the scope (CompiledTimer.budget_for)
                 ledger = timers.new_ledger(
-                    timer, scope(version) if timer.variants else self._v.unread_scope(version),
-                    at)
+                    timer, self._scope(version) if timer.variants
+                    else self._v.unread_scope(version), at)
             else:  # what new_ledger gives, without building a scope it would not read
                 ledger = Ledger(at, timer.unit, timer.amount,
-                                timer.definition.calendar or timers.default_calendar, version)
-            if not migrated and event.to_state in timer.definition.pause:
+                                definition.calendar or timers.default_calendar, version)
+            if not migrated and event.to_state in definition.pause:
                 ledger.pause(at, f"state:{event.to_state}")
-            clock = self.clocks[key] = _Clock(timer, timers, ledger, seq)
-            self.active[key[0]] = key
-            self.last_run[key[0]] = max(self.last_run.get(key[0], 0), key[1])
+            clock = clocks[key] = _Clock(timer, timers, ledger, seq)
+            active[key[0]] = key
+            if key[1] > last_run.get(key[0], 0):
+                last_run[key[0]] = key[1]
             wrong = self._derive(clock, key, seq, at, item.get("due_at"))
             if wrong is not None:
-                yield wrong
+                out.append(wrong)
+        return out
 
-    def _plan(self, event: StoredEvent, changes: Mapping[str, Any],
-              scope: Callable[[str], Scope]) -> Iterator[Finding]:
-        """Which clocks the timer rules of the event's version stop, pause, resume and start
-        at a submission or transition (``sla.plan_event``, from the clocks replayed so far),
-        against the ones the event records (budgets are checked where they are derived)."""
-        version = event.ruleset
-        found = self._v.version(version)
+    def _plan(self, event: StoredEvent, changes: Mapping[str, Any], found: _Version,
+              out: list[Finding]) -> None:
+        """Which clocks the timer rules of the event's version (``found``) stop, pause,
+        resume and start at a submission or transition (``sla.plan_event``, from the clocks
+        replayed so far), against the ones the event records (budgets are checked where
+        they are derived); the findings go to ``out``."""
         timers = found.compiled.timers
         transition = event.type == "transition"
         trigger, to_state = event.trigger, event.to_state
         stops, pauses = timers.stops_and_pauses(trigger, to_state)
+        by_id = timers.by_id
         stopped: list[_Key] = []
         paused: list[_Key] = []
         resumed: list[_Key] = []
-        clocks = self.clocks
-        for name, key in self.active.items():
+        clocks, active = self.clocks, self.active
+        for name, key in active.items():
             if transition and name in stops:
                 stopped.append(key)
-            elif name in pauses:
-                if not clocks[key].ledger.paused:
+                continue
+            marks = clocks[key].ledger.pauses  # Ledger.paused: the last pause not ended
+            if name in pauses:
+                if not (marks and marks[-1][1] is None):
                     paused.append(key)
-            elif clocks[key].ledger.paused and name in timers.by_id:
+            elif marks and marks[-1][1] is None and name in by_id:
                 resumed.append(key)
         started: list[_Key] = []
         for timer in timers.starters("transition" if transition else "receipt", trigger,
                                      event.from_state, to_state):
-            if timer.id in self.active:
+            name = timer.definition.id
+            if name in active:
                 continue
-            if timer.condition is not None and not timer.condition(scope(version)):
+            if timer.condition is not None and not timer.condition(self._scope(event.ruleset)):
                 continue
-            started.append((timer.id, self.last_run.get(timer.id, 0) + 1))
+            started.append((name, self.last_run.get(name, 0) + 1))
         for what, keys in (("stopped", stopped), ("paused", paused), ("resumed", resumed),
                            ("started", started)):
             items = changes.get(what, ())
             if not keys and not items:
+                continue
+            if type(items) is list and _names(items, keys):
                 continue
             recorded: set[_Key] = set()
             for item in items:
@@ -916,12 +957,13 @@ class _ClockCheck:
             if expected == recorded:
                 continue
             for key in sorted(expected - recorded):
-                yield self._finding(event.seq, "wrong_timers", key,
-                                    f"is {what} here by the rules, the history does not "
-                                    "record it")
+                out.append(self._finding(event.seq, "wrong_timers", key,
+                                         f"is {what} here by the rules, the history does "
+                                         "not record it"))
             for key in sorted(recorded - expected):
-                yield self._finding(event.seq, "wrong_timers", key,
-                                    f"is recorded {what} here, the rules do not do that")
+                out.append(self._finding(event.seq, "wrong_timers", key,
+                                         f"is recorded {what} here, the rules do not do "
+                                         "that"))
 
     def _extension_allowed(self, clock: _Clock, key: _Key,
                            event: StoredEvent) -> Iterator[Finding]:
@@ -964,38 +1006,41 @@ class _ClockCheck:
                                 f"instant {self._t(due)}")
 
     def _fired(self, event: StoredEvent, p: Mapping[str, Any], at: datetime
-               ) -> Iterator[Finding]:
+               ) -> list[Finding]:
         key = (str(p.get("timer")), int(p.get("run", 1)))
         clock = self.clocks.get(key)
         seq = event.seq
         warning = event.type == "timer_warning"
-        deadline: _Deadline = ("warning", int(p.get("index") or 0)) if warning else ("breach", 0)
-        what = f"warning {deadline[1]}" if warning else "breach"
+        deadline: _Deadline = ("warning", int(p.get("index") or 0)) if warning else _BREACH
         stated = parse_iso(p["due_at"]) if isinstance(p.get("due_at"), str) else None
         expected = clock.pending.pop(deadline, None) if clock is not None else None
+        what = f"warning {deadline[1]}" if warning else "breach"
         if clock is None or expected is None:
             why = ("it has no such clock" if clock is None else
                    "it was recorded before" if deadline in clock.fired else
                    "its ledger implies none pending")
-            yield Finding(self._number, seq, "unexpected_warning" if warning
-                          else "unexpected_breach",
-                          f"timer {key[0]} run {key[1]}: {what} recorded at {self._t(at)} "
-                          f"but {why}")
-            return
+            return [Finding(self._number, seq, "unexpected_warning" if warning
+                            else "unexpected_breach",
+                            f"timer {key[0]} run {key[1]}: {what} recorded at "
+                            f"{self._t(at)} but {why}")]
         clock.fired.add(deadline)
+        out: list[Finding] = []
         if stated != expected:
-            yield self._finding(seq, "warning_mismatch" if warning else "breach_mismatch",
-                                key, f"{what} recorded for due {self._t(stated)}, its ledger "
-                                     f"gives {self._t(expected)}")
+            out.append(self._finding(seq, "warning_mismatch" if warning else "breach_mismatch",
+                                     key, f"{what} recorded for due {self._t(stated)}, its "
+                                          f"ledger gives {self._t(expected)}"))
         if at < expected:
-            yield self._finding(seq, "early_warning" if warning else "early_breach", key,
-                                f"{what} recorded at {self._t(at)} before its due instant "
-                                f"{self._t(expected)}")
+            out.append(self._finding(seq, "early_warning" if warning else "early_breach", key,
+                                     f"{what} recorded at {self._t(at)} before its due "
+                                     f"instant {self._t(expected)}"))
+        return out
 
     def missed(self, now: datetime) -> Iterator[Finding]:
         """Deadlines due a minute or more before ``now`` that no event records."""
         limit = now - MISSED_AFTER
         for key, clock in self.clocks.items():
+            if not clock.pending:
+                continue
             for (kind, index), moment in sorted(clock.pending.items(), key=lambda i: i[1]):
                 if moment > limit:
                     continue
@@ -1005,3 +1050,14 @@ class _ClockCheck:
                 yield self._finding(clock.changed_seq, f"missed_{kind}", key,
                                     f"was due ({what}) {self._t(moment)} and {state} "
                                     f"without a recorded {kind}")
+
+
+def _names(items: list[Any], keys: list[_Key]) -> bool:
+    """Whether the timer changes ``items`` an event records name exactly the clocks
+    ``keys``, in that order (then they are the same set: ``_plan`` has nothing to say)."""
+    if len(items) != len(keys):
+        return False
+    for item, key in zip(items, keys, strict=True):
+        if type(item) is not dict or (str(item.get("timer")), int(item.get("run", 1))) != key:
+            return False
+    return True

@@ -31,7 +31,7 @@ from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.timing import calendar_minutes, duration_of
 from complaintflow.states.conditions import Predicate, Scope, compile_condition, fields_read
 from complaintflow.storage.hashing import canonical, iso, parse_canonical
-from complaintflow.worktime import WorkingCalendar, WorkResult
+from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["SCHEDULER", "CompiledTimer", "Consent", "Due", "Ledger", "TimerSet", "parse_iso",
            "recorded_actions"]
@@ -87,6 +87,8 @@ class Ledger:
 
     @property
     def budget(self) -> int:
+        if not self.extensions:
+            return self.amount
         return self.amount + sum(int(e["amount"]) for e in self.extensions)
 
     def to_text(self) -> str:
@@ -122,6 +124,7 @@ class Due:
 
 #: what ``TimerSet.derive`` gives a paused ledger
 _PAUSED = Due(None, (), False)
+_NO_TIME = timedelta()
 
 
 @dataclass(frozen=True)
@@ -221,65 +224,71 @@ class TimerSet:
 
     def derive(self, timer: CompiledTimer, ledger: Ledger,
                calendar: WorkingCalendar | None) -> Due:
-        if ledger.paused:
+        pauses = ledger.pauses
+        if pauses and pauses[-1][1] is None:  # ledger.paused
             return _PAUSED
         unit = ledger.unit
         total = ledger.budget
         started = ledger.started_at
         plan = self._warning_plan(timer)
         span = _CALENDAR_SPAN.get(unit)  # calendar_minutes(unit, 1)
+        paused = _NO_TIME
+        paused_min = 0
+        per = 60 if unit == "working_hours" else 1
         provisional = False
         if span is not None:
-            paused = timedelta()
-            for pause in ledger.pauses:  # [start, end, reason], all ended
+            for pause in pauses:  # [start, end, reason], all ended
                 paused += parse_iso(str(pause[1])) - parse_iso(str(pause[0]))
-
-            def at(scale: float) -> datetime:
-                return started + span * (total * scale) + paused
+            # a timedelta times a float rounds to microseconds; times the whole budget
+            # (``total * 1.0`` for an int) it is exact, and much cheaper as an int
+            breach = started + (span * total if type(total) is int else span * (total * 1.0))
+            if pauses:
+                breach += paused
         else:
             if calendar is None:
                 raise InvalidInput([FieldProblem(f"timers.{timer.id}",
                                                  "a working-time budget without a calendar")])
-            cal = calendar
-            paused_min = 0
-            for pause in ledger.pauses:
-                paused_min += int(cal.between(parse_iso(str(pause[0])), parse_iso(str(pause[1])))
+            for pause in pauses:
+                paused_min += int(calendar.between(parse_iso(str(pause[0])),
+                                                   parse_iso(str(pause[1])))
                                   .total_seconds() // 60)
-            # the end of the last working day and the working minutes up to it: the breach
-            # and every fractional warning of a working_days clock count from them
-            full: WorkResult | None = None
-            full_minutes: float | None = None
-
-            def at(scale: float) -> datetime:
-                nonlocal provisional, full, full_minutes
-                budget = total * scale
-                if unit == "working_days":
-                    count_start_day = timer.definition.count_start_day
-                    if full is None:
-                        full = cal.add_working_days(started, total, count_start_day)
-                    provisional = provisional or full.provisional
-                    if scale == 1.0:
-                        if not paused_min:
-                            return full.instant
-                        result = cal.add_working(full.instant, paused_min)
-                    else:
-                        if full_minutes is None:  # between(started, full.instant)
-                            full_minutes = cal.working_days_span(
-                                started, total, count_start_day)[1].total_seconds()
-                        result = cal.add_working(started,
-                                                 int(full_minutes * scale // 60) + paused_min)
-                else:
-                    per = 60 if unit == "working_hours" else 1
-                    result = cal.add_working(started, int(budget * per) + paused_min)
-                provisional = provisional or result.provisional
-                return result.instant
-
-        breach = at(1.0)
+            if unit == "working_days":
+                # the end of the last working day: the breach, and with the working minutes
+                # up to it every fractional warning, count from it
+                result = calendar.add_working_days(started, total,
+                                                   timer.definition.count_start_day)
+                if paused_min:
+                    provisional = result.provisional
+                    result = calendar.add_working(result.instant, paused_min)
+            else:
+                result = calendar.add_working(started, int(total * 1.0 * per) + paused_min)
+            breach, provisional = result.instant, provisional or result.provisional
         if not plan:
             return Due(breach, (), provisional)
+        full_minutes: float | None = None
         warnings = []
         for index, fraction, lead in plan:
-            moment = at(fraction) if lead is None else breach - lead
+            if lead is not None:
+                moment = breach - lead
+            elif fraction == 1.0:
+                moment = breach  # the breach itself (its provisional flag is counted)
+            elif span is not None:
+                moment = started + span * (total * fraction)
+                if pauses:
+                    moment += paused
+            else:
+                assert calendar is not None
+                if unit != "working_days":
+                    minutes = int(total * fraction * per)
+                else:
+                    if full_minutes is None:  # between(started, end of the last day)
+                        full_minutes = calendar.working_days_span(
+                            started, total, timer.definition.count_start_day
+                        )[1].total_seconds()
+                    minutes = int(full_minutes * fraction // 60)
+                result = calendar.add_working(started, minutes + paused_min)
+                provisional = provisional or result.provisional
+                moment = result.instant
             if moment >= started:
                 warnings.append((index, moment))
         return Due(breach, tuple(warnings), provisional)

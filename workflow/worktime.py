@@ -360,6 +360,9 @@ class WorkingCalendar:
         self._ends: dict[tuple[date, int, int], WorkResult] = {}
         #: working time from a midnight to the end of a working day (working_days_span)
         self._spans: dict[tuple[datetime, datetime], timedelta] = {}
+        #: the last instant _local_date converted, and its date: a deadline and its warnings,
+        #: and the clocks one event starts, ask for the same instant several times
+        self._last_local: tuple[datetime | None, date | None] = (None, None)
 
     def __repr__(self) -> str:
         return f"WorkingCalendar({self.spec.id!r}, {self.spec.timezone!r})"
@@ -524,7 +527,12 @@ class WorkingCalendar:
     # -- internals --
 
     def _local_date(self, t: datetime) -> date:
-        return t.astimezone(self._zone).date()
+        last, found = self._last_local
+        if last is t and found is not None:
+            return found
+        d = t.astimezone(self._zone).date()
+        self._last_local = (t, d)
+        return d
 
     def _instant(self, d: date, t: time) -> datetime:
         return datetime.combine(d, t.replace(fold=0), tzinfo=self._zone).astimezone(UTC)
