@@ -378,3 +378,19 @@ def test_clocks_the_rules_start_or_stop_are_the_ones_recorded(engine: Engine) ->
     details = [f.detail for f in engine.verify(deep=True).findings]
     assert "timer registration run 1 is started here by the rules, the history does not " \
         "record it" in details
+
+
+def test_recorded_clock_changes_are_compared_as_sets(engine: Engine) -> None:
+    """``_plan`` first compares the recorded changes with the planned ones in order; in
+    another order, or with an entry twice, they are still the same clocks."""
+    number = engine.submit(complaint_fields(), CS).number
+    assert len(next(iter(engine.history(number))).payload["timers"]["started"]) >= 2
+    forge(engine, number, 1, lambda p: p["timers"]["started"].reverse())
+    assert engine.verify(deep=True).ok
+    forge(engine, number, 1, lambda p: p["timers"]["started"].append(
+        dict(p["timers"]["started"][0])))
+    assert engine.verify(deep=True).ok
+    forge(engine, number, 1, lambda p: p["timers"]["started"].pop(0))
+    assert engine.verify(deep=True).ok  # the copy is left
+    forge(engine, number, 1, lambda p: p["timers"]["started"].pop(0))
+    assert kinds(engine, number) == [(1, "wrong_timers")]
