@@ -56,7 +56,13 @@ from complaintflow.storage.tables import number_sequences as N
 from complaintflow.storage.tables import rulesets as R
 from complaintflow.storage.tables import timers as T
 from complaintflow.timers import CompiledTimer, Consent, Ledger, timer_payload
-from complaintflow.verify import VerificationReport, check_options, verify_all
+from complaintflow.verify import (
+    IndexFields,
+    VerificationReport,
+    VersionFacts,
+    check_options,
+    verify_all,
+)
 from complaintflow.views import Complaint, FieldCodec, HistoryEvent, Page, TimerView, mask_value
 from complaintflow.worktime import WorkingCalendar
 
@@ -1435,10 +1441,10 @@ class Engine:
         with db.read(self._db) as conn:
             return verify_all(conn, progress=progress, index_fields=self._index_fields(conn))
 
-    def _index_fields(self, conn: Connection) -> Callable[[str], tuple[str | None, str | None]]:
-        def fields(version: str) -> tuple[str | None, str | None]:
+    def _index_fields(self, conn: Connection) -> IndexFields:
+        def fields(version: str) -> VersionFacts:
             d = self.compiled(conn, version).rules.definition
-            return d.department_field, d.handler_field
+            return VersionFacts(d.department_field, d.handler_field, d.number_pattern)
 
         return fields
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from complaintflow.errors import FieldProblem, InvalidInput
+from complaintflow.errors import FieldProblem, InvalidInput, NotFound
 from complaintflow.states.conditions import Facts
 from complaintflow.storage.hashing import GENESIS, canonical, canonical_bytes, iso, parse_canonical
 from complaintflow.storage.tables import complaints as C
@@ -55,7 +55,9 @@ class Finding:
     (the current-state row disagrees with the history), ``facts_mismatch`` (the row's
     ``facts`` column does not parse, folds in events the history does not have, or differs
     from the facts replayed up to the event it says it folded in), ``complaint_missing`` (a
-    whole complaint was deleted: a gap in its number sequence), ``bad_payload`` (an event's
+    whole complaint was deleted: a gap in its number sequence), ``number_mismatch`` (the
+    number does not fit the scope and sequence number the row files it under: a complaint
+    deleted and the later ones moved down the sequence), ``bad_payload`` (an event's
     payload is not a JSON object), ``ruleset_mismatch`` (an event names another rule set
     than the one the complaint is pinned to, which only a ``ruleset_migrated`` event to its
     own target changes; or the row's differs from the history's).
@@ -114,7 +116,16 @@ class VerificationReport:
                 "findings": [f.to_json() for f in self.findings]}
 
 
-IndexFields = Callable[[str], tuple[str | None, str | None]]
+class VersionFacts(NamedTuple):
+    """What plain verification needs of a rule version: the fields the complaint row's
+    department and handler columns index, and the pattern its numbers were made with."""
+
+    department_field: str | None
+    handler_field: str | None
+    number_pattern: str
+
+
+IndexFields = Callable[[str], VersionFacts]
 
 
 class StoredEvent(NamedTuple):
@@ -370,6 +381,38 @@ def _facts_findings(number: str, h: _History) -> list[Finding]:
                     f"history: {shown}")]
 
 
+def _version_facts(index_fields: IndexFields, event: StoredEvent,
+                   version: str | None = None) -> VersionFacts | Finding:
+    """``index_fields`` of ``version`` (default: the event's), or, if the database does not
+    hold that rule set, a finding at ``event`` saying so (its number filled in later)."""
+    version = version or event.ruleset
+    try:
+        return index_fields(version)
+    except NotFound:
+        return Finding(None, event.seq, "unknown_ruleset",
+                       f"rule set {version[:12]} is not in the database")
+
+
+def _number_findings(row: Any, first: StoredEvent, pattern: str) -> list[Finding]:
+    """The number (which every event's hash covers) against the scope and sequence number
+    the row files it under, as the pattern of the version it was submitted under makes
+    it. Without this, a complaint deleted with its history, and every later one's sequence
+    number moved down to close the gap, would leave no trace."""
+    yearly = "{year" in pattern
+    fits = row.scope.isascii() and row.scope.isdigit() if yearly else row.scope == "all"
+    expected = pattern.format(year=int(row.scope) if yearly else 0, seq=row.seq) if fits else None
+    if expected == row.number:
+        return []
+    filed = f"scope {row.scope!r}, sequence number {row.seq}"
+    why = ("which gives " + repr(expected)) if expected is not None else (
+        "which its pattern cannot give" + (" (it counts per year)" if yearly else
+                                           " (it counts across years: scope 'all')"))
+    return [Finding(row.number, first.seq, "number_mismatch",
+                    f"filed under {filed}, {why} with the pattern {pattern!r} of rule set "
+                    f"{first.ruleset[:12]} (a complaint deleted and the later ones renumbered"
+                    " in the sequence, or the row edited)")]
+
+
 def _row_findings(row: Any, h: _History, index_fields: IndexFields | None) -> list[Finding]:
     """The complaint's current-state row against what its history says, column by column."""
     number, last = row.number, h.last
@@ -400,9 +443,20 @@ def _row_findings(row: Any, h: _History, index_fields: IndexFields | None) -> li
             out.append(Finding(number, 1, "received_mismatch",
                                f"stored receipt {row.received_at.isoformat()}, history says "
                                f"{first_at.isoformat()}"))
+    first: VersionFacts | Finding | None = None
+    current: VersionFacts | Finding | None = None
     if index_fields is not None:
-        department_field, handler_field = index_fields(h.ruleset)
-        for column, name in (("department", department_field), ("handler", handler_field)):
+        first = _version_facts(index_fields, h.first)
+        current = first if h.ruleset == h.first.ruleset else _version_facts(
+            index_fields, h.last, h.ruleset)
+        for found in dict.fromkeys((first, current)):  # once if both are the same
+            if isinstance(found, Finding):
+                out.append(Finding(number, found.seq, found.kind, found.detail))
+    if isinstance(first, VersionFacts):
+        out.extend(_number_findings(row, h.first, first.number_pattern))
+    if isinstance(current, VersionFacts):
+        for column, name in (("department", current.department_field),
+                             ("handler", current.handler_field)):
             indexed: str | None = None
             if name is not None and replayed.get(name) is not None:
                 indexed = str(replayed[name])[:200]

@@ -12,8 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from complaintflow import Engine, VerificationReport
+from complaintflow.rules.loader import default_rules_text, parse_rules
 from complaintflow.storage.tables import Base
-from tests.support import AFTER, CS, QA, complaint_fields
+from tests.support import AFTER, CS, QA, QM, complaint_fields
 
 C = Base.metadata.tables["complaints"]
 RULESETS = Base.metadata.tables["rulesets"]
@@ -183,6 +184,62 @@ def test_deleted_complaint_with_its_events(engine: Engine) -> None:
     assert target == "TS-2026-000002"
     assert re.search(r"\b2026\b.*\bnumbers 2\b", report.findings[0].detail)
     assert report.complaints == 2
+
+
+def test_deleted_complaint_with_the_later_numbers_shifted_down(engine: Engine) -> None:
+    """Deleting a complaint and moving every later one's sequence number (and the counter)
+    down to close the gap still shows: the numbers, which the hashes cover, no longer fit
+    their sequence numbers."""
+    numbers = populate(engine)
+    delete_complaint(engine, numbers[0])
+    for seq in (2, 3):
+        execute(engine, "UPDATE complaints SET seq = seq - 1 WHERE scope = '2026' AND seq = :s",
+                s=seq)
+    execute(engine, "UPDATE number_sequences SET value = value - 1 WHERE scope = '2026'")
+    report = engine.verify()
+    assert findings(report) == [(numbers[1], 1, "number_mismatch"),
+                                (numbers[2], 1, "number_mismatch")]
+    assert "TS-2026-000001" in report.findings[0].detail
+    assert findings(engine.verify(deep=True))[:2] == findings(report)
+
+
+def test_complaint_moved_to_another_number_scope(engine: Engine) -> None:
+    numbers = populate(engine)
+    execute(engine, "UPDATE complaints SET scope = '2025' WHERE number = :n", n=numbers[2])
+    report = engine.verify()
+    assert (numbers[2], 1, "number_mismatch") in findings(report)
+    assert (None, None, "complaint_missing") in findings(report)
+
+
+def test_numbers_without_a_year_verify(db_url: str, clock: Any) -> None:
+    text = default_rules_text().replace('number_pattern: "TS-{year}-{seq:06d}"',
+                                        'number_pattern: "C{seq}"')
+    assert "C{seq}" in text
+    eng = Engine.open(db_url, rules=parse_rules(text), clock=clock)
+    try:
+        numbers = [eng.submit(complaint_fields(), CS).number for _ in range(3)]
+        assert numbers == ["C1", "C2", "C3"]
+        assert eng.verify().ok
+        execute(eng, "UPDATE complaints SET seq = 7 WHERE number = 'C3'")
+        assert (("C3", 1, "number_mismatch") in findings(eng.verify()))
+    finally:
+        eng.close()
+
+
+def test_first_rule_version_deleted_after_a_migration(db_url: str, clock: Any) -> None:
+    """The numbering version of a migrated complaint is gone: a finding, not a crash."""
+    from complaintflow.migrate import apply
+
+    with Engine.open(db_url, clock=clock) as old:
+        number = old.submit(complaint_fields(), CS).number
+        first = old.rules.version
+    text = default_rules_text().replace("name: 客户投诉处理程序 (default)", "name: changed")
+    with Engine.open(db_url, rules=parse_rules(text), clock=clock) as new:
+        apply(new, new.rules.version, QM)
+        assert new.verify().ok
+        execute(new, "DELETE FROM rulesets WHERE hash = :h", h=first)
+    with Engine.open(db_url, rules=parse_rules(text), clock=clock) as fresh:  # nothing cached
+        assert findings(fresh.verify()) == [(number, 1, "unknown_ruleset")]
 
 
 def test_deleted_newest_complaint(engine: Engine) -> None:
