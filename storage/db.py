@@ -237,13 +237,24 @@ sqlite_datetime_out = _sqlite_datetime()[1]
 def sqlite_datetime_in(value: datetime | None) -> str | None:
     """An aware datetime as the SQLite column stores it (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``);
     None stays None. A naive datetime raises ``ValueError``, as ``UTCDateTime`` does."""
+    global _stored_last
     if value is None:
         return None
+    last = _stored_last
+    if value is last[0]:  # the same instant again (``now``, several times in one fire)
+        return last[1]
+    given = value
     if value.tzinfo is not UTC:
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database")
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    text = value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    _stored_last = (given, text)
+    return text
+
+
+#: the last datetime ``sqlite_datetime_in`` wrote and its text (see ``hashing.iso``)
+_stored_last: tuple[datetime | None, str] = (None, "")
 
 
 class SqliteWrite:

@@ -89,8 +89,21 @@ def parse_canonical(text: Any) -> Any:
     return json.loads(text)
 
 
+#: the last instant ``iso`` wrote and its text: one fire writes the same ``now`` several
+#: times (the event, its hash, the clocks' ledgers and deadlines), and ``isoformat`` is
+#: slow. Compared by identity: a datetime never changes, so the same object has the same
+#: text. A tuple, replaced whole, so threads never see a half-written pair.
+_iso_last: tuple[datetime | None, str] = (None, "")
+
+
 def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    global _iso_last
+    last = _iso_last
+    if moment is last[0]:
+        return last[1]
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    _iso_last = (moment, text)
+    return text
 
 
 def event_hash(
