@@ -32,6 +32,11 @@ class Facts:
     #: up from the events after it (a writer that does not keep the column, e.g. an older
     #: release still running during an upgrade). Bookkeeping, not a fact: not compared.
     through: int = field(default=0, compare=False)
+    #: the texts of ``last_time`` as ``from_text`` read them or ``to_text`` wrote them,
+    #: written again as they are while their instant is not recorded again (formatting a
+    #: datetime costs more than the rest of the summary); dropped by ``record`` for its
+    #: trigger
+    _texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def record(self, seq: int, trigger: str | None, actor_id: str, from_state: str | None,
                to_state: str, occurred_at: datetime | None = None) -> None:
@@ -42,23 +47,35 @@ class Facts:
             self.last_seq[trigger] = seq
             if occurred_at is not None:
                 self.last_time[trigger] = occurred_at
+                self._texts.pop(trigger, None)
         if from_state != to_state:
             self.entered_seq = seq
+
+    def copy(self) -> Facts:
+        """An independent copy (``record`` on it leaves this one as it is)."""
+        return Facts(dict(self.last_actor), dict(self.count), dict(self.last_seq),
+                     dict(self.last_time), self.entered_seq, self.through, dict(self._texts))
 
     def to_text(self) -> str:
         """The summary as stored on the complaint row (``complaints.facts``)."""
         return canonical({
             "last_actor": self.last_actor, "count": self.count, "last_seq": self.last_seq,
-            "last_time": {k: v.astimezone(UTC).isoformat() for k, v in self.last_time.items()},
+            "last_time": {k: self._texts.get(k) or self._text_of(k, v)
+                          for k, v in self.last_time.items()},
             "entered_seq": self.entered_seq, "through": self.through,
         })
+
+    def _text_of(self, trigger: str, moment: datetime) -> str:
+        text = self._texts[trigger] = moment.astimezone(UTC).isoformat()
+        return text
 
     @classmethod
     def from_text(cls, text: str) -> Facts:
         raw = parse_canonical(text)
+        times = raw["last_time"]
         return cls(raw["last_actor"], raw["count"], raw["last_seq"],
-                   {k: datetime.fromisoformat(v) for k, v in raw["last_time"].items()},
-                   raw["entered_seq"], raw.get("through", 0))
+                   {k: datetime.fromisoformat(v) for k, v in times.items()},
+                   raw["entered_seq"], raw.get("through", 0), times)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from complaintflow.errors import (
     hint,
 )
 from complaintflow.replay import Replayed
+from complaintflow.rowmemo import RememberedRow, RowMemo
 from complaintflow.rules.loader import load_rules, parse_rules
 from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import RuleSet
@@ -342,6 +343,8 @@ class Engine:
         self.rules = rules
         self._clock = clock
         self._versions: dict[str, Compiled] = {rules.version: Compiled.build(rules)}
+        #: the rows this engine wrote last, so the next fire need not parse them again
+        self._rows = RowMemo()
         self._observers: list[Observer] = []
         self._lock = threading.Lock()
         self._zone = ZoneInfo(rules.definition.timezone)
@@ -834,9 +837,17 @@ class Engine:
         opened only for what ``row`` does not carry)."""
         number = row.number
         compiled = self.compiled(conn, row.ruleset)
-        raw = parse_canonical(row.fields)
-        before = compiled.codec.decode(raw)
-        facts = self.facts_of(conn, row)
+        known = self._rows.fields(row.id, row.ruleset, row.fields)
+        if known is None:
+            raw = parse_canonical(row.fields)
+            before = compiled.codec.decode(raw)
+        else:
+            raw, before = known
+        facts = self._rows.facts(row.id, getattr(row, "facts", None))
+        if facts is None:
+            facts = self.facts_of(conn, row)
+        elif facts.through < row.version:  # events appended by a writer that keeps no facts
+            facts = self.facts(_opened(conn), row.id, facts, upto=row.version)
         builtins = compiled.builtins(number, row.received_at)
         step = compiled.machine.step(number, row.state, trigger, actor, before, builtins, facts,
                                      data, row.severity_floor, now)
@@ -844,8 +855,12 @@ class Engine:
         # every field's stored form: what the data set, else the stored JSON itself where
         # decoding passed it through unchanged (text, integers, booleans, enums; to_json
         # gives them back as they are), else to_json of the decoded value
-        stored = {k: v if v is raw.get(k) and type(v) in _AS_STORED else to_json(v)
-                  for k, v in step.fields.items() if v is not None and k not in data}
+        if known is None:
+            stored = {k: v if v is raw.get(k) and type(v) in _AS_STORED else to_json(v)
+                      for k, v in step.fields.items() if v is not None and k not in data}
+        else:  # raw is what this engine wrote: an unchanged value's stored form is raw's
+            stored = {k: raw[k] if v is before.get(k) else to_json(v)
+                      for k, v in step.fields.items() if v is not None and k not in data}
         stored.update((k, v) for k, v in applied.items() if v is not None)
         rules = compiled.rules
         department = _index_value(step.fields, rules.definition.department_field)
@@ -878,6 +893,10 @@ class Engine:
             "fields": canonical(stored), "head_seq": seq, "head_hash": event.hash,
             "facts": facts.to_text(),
         }
+        self._rows.remember(row.id, RememberedRow(
+            row.ruleset, moved["fields"],
+            *compiled.codec.reread(stored, step.fields, None if known is None else data),
+            moved["facts"], facts))
         complaint = Complaint(number, step.to_state, seq, step.severity,
                               {k: v for k, v in step.fields.items() if v is not None},
                               row.received_at, now, row.ruleset, department, handler,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -167,6 +167,26 @@ class FieldCodec:
             vtype = types.get(name)
             out[name] = from_json(vtype, value) if vtype is not None else value
         return out
+
+    def reread(self, stored: Mapping[str, Any], values: Mapping[str, Any],
+               only: Collection[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What ``parse_canonical(canonical(stored))`` and ``decode`` of that give, without
+        writing and parsing the text: ``stored`` (each field's JSON form) in key order, and
+        the decoded values, taken from ``values`` (what the JSON forms were made from)
+        where a value is its own JSON form (the same object) and decoded again where not
+        (a decimal, a date, a list), as ``decode`` could give an equal value that is not
+        the same (``Decimal('1.50')`` is stored as ``'1.5'``). With ``only``, just those
+        names are decoded again: the caller knows the other values came from decoding
+        their JSON form."""
+        types = self.rules.subject_types
+        raw = dict(sorted(stored.items()))
+        out = {k: values[k] for k in raw}
+        for name in raw if only is None else only:
+            value = raw.get(name)
+            if value is not None and out[name] is not value:
+                vtype = types.get(name)
+                out[name] = from_json(vtype, value) if vtype is not None else value
+        return raw, out
 
     def mask(self, fields: Mapping[str, Any], roles: tuple[str, ...] | None
              ) -> tuple[dict[str, Any], tuple[str, ...]]:
