@@ -193,14 +193,9 @@ def _compare(cmp: Compare, rules: RuleSet) -> Predicate:
             break
     else:  # pragma: no cover - the checker guarantees one operator
         raise AssertionError("no operator")
-    if isinstance(operand, OperandRef):
-        other = _subject(operand)
-    else:
-        const = _literal(vtype, operand)
-
-        def other(_s: Scope, _c: Any = const) -> Any:
-            return _c
-
+    if not isinstance(operand, OperandRef):
+        return _compare_constant(name, get, _literal(vtype, operand))
+    other = _subject(operand)
     if name == "eq":
         return lambda s: bool(get(s) == other(s))
     if name == "ne":
@@ -214,6 +209,26 @@ def _compare(cmp: Compare, rules: RuleSet) -> Predicate:
         if left is None or right is None:
             return False
         return bool(op(left, right))
+
+    return ordered
+
+
+def _compare_constant(name: str, get: Callable[[Scope], Any], const: Any) -> Predicate:
+    """``_compare`` against a literal: the same predicates, with the literal bound (one call
+    fewer per test: severity rules test a dozen flags on every fire)."""
+    if name == "eq":
+        return lambda s: bool(get(s) == const)
+    if name == "ne":
+        return lambda s: bool(get(s) != const)
+    if name == "contains":
+        return lambda s: (v := get(s)) is not None and const in v
+    op = _ORDER[name]
+    if const is None:
+        return lambda s: False
+
+    def ordered(s: Scope) -> bool:
+        left = get(s)
+        return left is not None and bool(op(left, const))
 
     return ordered
 
