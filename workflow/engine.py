@@ -45,6 +45,7 @@ from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field, to_json
 from complaintflow.states.conditions import Facts
+from complaintflow.states.guards import is_blank
 from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
 from complaintflow.storage.hashing import GENESIS, canonical, event_hash, parse_canonical
@@ -545,7 +546,7 @@ class Engine:
                 except ValueProblem as exc:
                     problems.append(FieldProblem(name, str(exc)))
         for fdef in rules.definition.fields:
-            if fdef.required and values.get(fdef.id) in (None, "", ()) and not any(
+            if fdef.required and is_blank(values.get(fdef.id)) and not any(
                 p.field == fdef.id for p in problems
             ):
                 problems.append(FieldProblem(fdef.id, "required"))
@@ -931,7 +932,7 @@ class Engine:
             problems.append(FieldProblem("amount", "a positive whole number"))
         elif amount > max(MAX_DURATION.values()):
             problems.append(FieldProblem("amount", "at most 100 years of the clock's unit"))
-        if not isinstance(reason, str) or not reason.strip():
+        if not isinstance(reason, str) or is_blank(reason):
             problems.append(FieldProblem("reason", "required"))
         if expected_version is not None and not _is_version(expected_version):
             problems.append(FieldProblem("expected_version", _VERSION_TEXT))

@@ -30,6 +30,7 @@ from complaintflow.rules.model import TimerDef
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.timing import calendar_minutes, duration_of
 from complaintflow.states.conditions import Predicate, Scope, compile_condition, fields_read
+from complaintflow.states.guards import is_blank
 from complaintflow.storage.hashing import canonical, iso, parse_canonical
 from complaintflow.worktime import WorkingCalendar
 
@@ -58,7 +59,7 @@ class Consent:
         out = []
         for name in ("given_by", "channel", "reason"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str) or is_blank(value):
                 out.append(FieldProblem(f"consent.{name}", "required"))
         if not isinstance(self.given_at, datetime) or self.given_at.tzinfo is None:
             out.append(FieldProblem("consent.given_at", "an aware datetime"))
