@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SAEngine
 
-from complaintflow import sla
+from complaintflow import arguments, sla
 from complaintflow.actor import Actor
 from complaintflow.clock import Clock, now_from, system_clock
 from complaintflow.compiled import Compiled
@@ -319,6 +319,13 @@ def _index_value(values: Mapping[str, Any], name: str | None) -> str | None:
 
 
 _VERSION_TEXT = "a complaint version: a whole number from 1 (the submission) up"
+_TIMER_STATUSES = ("running", "paused", "stopped")
+_MAX_OFFSET = 2**62 - 1
+
+
+def _key_problem(key: object) -> FieldProblem | None:
+    return arguments.text("idempotency_key", key, "an idempotency key", max_length=200,
+                          optional=True)
 
 
 def _is_version(value: object) -> bool:
@@ -370,16 +377,16 @@ class Engine:
         by default). On PostgreSQL the engine holds two pools (``databases``), so it may
         keep up to twice ``pool_size`` connections idle and open twice ``pool_size +
         max_overflow`` at most."""
-        problems = [FieldProblem(name, f"an integer from {low} to 1000, or None")
-                    for name, value, low in (("pool_size", pool_size, 1),
-                                             ("max_overflow", max_overflow, 0))
-                    if value is not None and (isinstance(value, bool)
-                                              or not isinstance(value, int)
-                                              or not low <= value <= 1000)]
-        if clock is not None and not callable(clock):
-            problems.append(FieldProblem("clock", "a callable returning an aware datetime"))
-        if problems:
-            raise InvalidInput(problems, context="engine options")
+        arguments.refuse([
+            arguments.integer("pool_size", pool_size, 1, 1000, optional=True),
+            arguments.integer("max_overflow", max_overflow, 0, 1000, optional=True),
+            None if clock is None or callable(clock) else
+            FieldProblem("clock", "a callable returning an aware datetime"),
+            None if rules is None or isinstance(rules, RuleSet | str | Path) else
+            FieldProblem("rules", "a RuleSet, the path of a rule file, or None"),
+            arguments.text("loaded_by", loaded_by, "who loaded the rules", max_length=200,
+                           optional=True),
+        ], context="engine options")
         ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
         Compiled.build(ruleset)  # before anything is stored: a rule set that cannot run is not
         clock = clock or system_clock
@@ -592,9 +599,6 @@ class Engine:
                     actor: Actor) -> Complaint | None:
         if key is None:
             return None
-        if not isinstance(key, str) or not 1 <= len(key) <= 200:
-            raise InvalidInput([FieldProblem("idempotency_key", "1 to 200 characters")],
-                               context="request")
         found = conn.execute(sa.select(K).where(K.c.key == key)).first()
         if found is None:
             return None
@@ -606,6 +610,7 @@ class Engine:
                idempotency_key: str | None = None) -> Complaint:
         """Register a new complaint in the initial state; returns it as ``actor`` sees it."""
         rules = self.rules
+        arguments.refuse([_key_problem(idempotency_key)], context="request")
         self.check_actor(actor, rules)
         submit_roles = rules.definition.submit.roles
         if submit_roles != "*" and not actor.has_any(submit_roles):
@@ -684,12 +689,12 @@ class Engine:
             data = None
         if not isinstance(actor, Actor):
             problems.append(FieldProblem("actor", "expected an Actor"))
-        if not isinstance(number, str):
-            problems.append(FieldProblem("number", "a complaint number (text)"))
-        if not isinstance(trigger, str):
-            problems.append(FieldProblem("trigger", "a trigger name (text)"))
-        if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
-            problems.append(FieldProblem("comment", "text of at most 2000 characters"))
+        problems += [p for p in (
+            arguments.text("number", number, "a complaint number"),
+            arguments.text("trigger", trigger, "a trigger name"),
+            None if comment is None or (isinstance(comment, str) and len(comment) <= 2000)
+            else FieldProblem("comment", "text of at most 2000 characters"),
+            _key_problem(idempotency_key)) if p]
         if expected_version is not None and not _is_version(expected_version):
             problems.append(FieldProblem("expected_version", _VERSION_TEXT))
         if problems:
@@ -926,7 +931,11 @@ class Engine:
         it yet. Writes two history events (the consent, then the extension) in one
         transaction."""
         now = self.now()
-        problems = consent.problems(now) if isinstance(consent, Consent) else [
+        problems = [p for p in (arguments.text("number", number, "a complaint number"),
+                                arguments.text("timer", timer, "a timer id"),
+                                None if isinstance(actor, Actor) else
+                                FieldProblem("actor", "expected an Actor")) if p]
+        problems += consent.problems(now) if isinstance(consent, Consent) else [
             FieldProblem("consent", "the customer's consent is required")]
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             problems.append(FieldProblem("amount", "a positive whole number"))
@@ -994,6 +1003,7 @@ class Engine:
     def shown(self, moment: datetime) -> str:
         """``moment`` as people read it in messages: in the rules' zone, to the minute (to
         the second when it has seconds)."""
+        arguments.refuse([arguments.moment("moment", moment)])
         local = moment.astimezone(self._zone)
         spec = "minutes" if local.second == local.microsecond == 0 else "seconds"
         return f"{local.isoformat(sep=' ', timespec=spec)} ({self._zone.key})"
@@ -1034,10 +1044,16 @@ class Engine:
                     due_before: datetime | None = None, limit: int = 100,
                     offset: int = 0) -> list[tuple[str, TimerView]]:
         """Clock runs across complaints (default: all not stopped), soonest due first."""
-        if status not in (None, "running", "paused", "stopped"):
-            raise InvalidInput([FieldProblem("status", "running, paused or stopped")])
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInput([FieldProblem("limit", "an integer from 1 to 10000")])
+        arguments.refuse([
+            None if status is None or (isinstance(status, str) and status in _TIMER_STATUSES)
+            else FieldProblem("status", "running, paused or stopped, or None"
+                              + (hint(status, _TIMER_STATUSES) if isinstance(status, str)
+                                 else "")),
+            arguments.flag("breached", breached, optional=True),
+            arguments.moment("due_before", due_before, optional=True),
+            arguments.integer("limit", limit, 1, 10_000),
+            arguments.integer("offset", offset, 0, _MAX_OFFSET),
+        ])
         now = self.now()
         where: list[Any] = [T.c.status == status] if status else [T.c.status != "stopped"]
         if breached is not None:
@@ -1217,10 +1233,8 @@ class Engine:
     def _check_lookup(self, number: Any, actor: Any, *, optional: bool = True) -> None:
         """A complaint number is text and the reader an ``Actor`` (or ``None`` if
         ``optional``) whose roles the rules declare."""
-        problems = []
-        if not isinstance(number, str):
-            problems.append(FieldProblem("number", f"a complaint number (text), not "
-                                                   f"{type(number).__name__}"))
+        problem = arguments.text("number", number, "a complaint number")
+        problems = [problem] if problem else []
         problems += self._reader_problems(actor, optional)
         if problems:
             raise InvalidInput(problems)
@@ -1309,11 +1323,8 @@ class Engine:
         actor: Actor | None = None,
     ) -> Page:
         """Complaints matching every given filter, oldest first, one page at a time."""
-        problems: list[FieldProblem] = []
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            problems.append(FieldProblem("limit", "an integer from 1 to 10000"))
-        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**62:
-            problems.append(FieldProblem("offset", "a non-negative integer below 2**62"))
+        problems = [p for p in (arguments.integer("limit", limit, 1, 10_000),
+                                arguments.integer("offset", offset, 0, _MAX_OFFSET)) if p]
         problems += self._reader_problems(actor)
         where: list[Any] = []
         if state is not None:
