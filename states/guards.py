@@ -122,7 +122,7 @@ class CompiledTransition:
                    *, recorded: bool = False) -> tuple[dict[str, Any], list[FieldProblem]]:
         """The fields after ``data`` is applied, and every problem with the data.
         ``recorded``: ``data`` is a recorded step's, checked as the release that recorded it
-        checked it (``is_blank``)."""
+        checked it (``is_blank``, ``check_field``)."""
         problems: list[FieldProblem] = []
         updated = dict(fields)
         for name, raw in data.items():
@@ -136,7 +136,7 @@ class CompiledTransition:
                 updated[name] = None
             else:
                 try:
-                    value = None if raw is None else check_field(field, raw)
+                    value = None if raw is None else check_field(field, raw, recorded=recorded)
                 except ValueProblem as exc:
                     problems.append(FieldProblem(name, str(exc)))
                     continue

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from complaintflow.errors import FieldProblem, InvalidInput
+from complaintflow.rules.values import text_problem
 
 __all__ = ["duration", "flag", "integer", "moment", "refuse", "text"]
 
@@ -57,14 +58,17 @@ def duration(name: str, value: object, longest: timedelta) -> FieldProblem | Non
 
 
 def text(name: str, value: object, what: str = "text", *, max_length: int | None = None,
-         optional: bool = False) -> FieldProblem | None:
-    """``value`` is non-empty text (of at most ``max_length`` characters), or ``None`` if
-    ``optional``; ``what`` says what it names (``"a complaint number"``)."""
+         optional: bool = False, empty: bool = False) -> FieldProblem | None:
+    """``value`` is text that every backend stores as given (``values.text_problem``: no
+    NUL character), not empty unless ``empty``, of at most ``max_length`` characters; or
+    ``None`` if ``optional``. ``what`` says what it names (``"a complaint number"``)."""
     if optional and value is None:
         return None
     if not isinstance(value, str):
         return FieldProblem(name, f"{what} (text), not {type(value).__name__}")
-    if not value or (max_length is not None and len(value) > max_length):
-        return FieldProblem(name, f"{what}: 1 to {max_length} characters" if max_length
+    if (not value and not empty) or (max_length is not None and len(value) > max_length):
+        least = 0 if empty else 1
+        return FieldProblem(name, f"{what}: {least} to {max_length} characters" if max_length
                             else f"{what}: not empty")
-    return None
+    problem = text_problem(value)
+    return FieldProblem(name, f"{what}: {problem}") if problem else None

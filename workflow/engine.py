@@ -513,25 +513,30 @@ class Engine:
 
     @staticmethod
     def check_actor(actor: Actor, rules: RuleSet, *, system: bool = False) -> None:
-        if not isinstance(actor, Actor):
-            raise InvalidInput([FieldProblem("actor", "expected an Actor")], context="actor")
-        problems = []
-        if not actor.id or not isinstance(actor.id, str) or len(actor.id) > 200:
-            problems.append(FieldProblem("actor.id", "a non-empty id of at most 200 characters"))
-        elif actor.id.startswith("system:") and not system:
-            problems.append(FieldProblem("actor.id", "ids starting with 'system:' are reserved"))
-        for role in actor.roles:
-            if role not in rules.roles:
-                problems.append(FieldProblem("actor.roles", f"unknown role {role!r}"
-                                             + hint(role, rules.roles)))
-        department = actor.department
-        if department is not None and (not isinstance(department, str) or not department
-                                       or len(department) > 200):
-            # stored as text and hashed as given: anything else would not verify
-            problems.append(FieldProblem("actor.department",
-                                         "text of 1 to 200 characters, or None"))
+        """``actor`` passes ``actor_problems`` and holds only roles ``rules`` declares."""
+        problems = Engine.actor_problems(actor, system=system)
+        if isinstance(actor, Actor):
+            problems += [FieldProblem("actor.roles", f"unknown role {role!r}"
+                                      + hint(role, rules.roles))
+                         for role in actor.roles if role not in rules.roles]
         if problems:
             raise InvalidInput(problems, context="actor")
+
+    @staticmethod
+    def actor_problems(actor: object, *, system: bool = False) -> list[FieldProblem]:
+        """What is wrong with ``actor`` whatever the rules: not an ``Actor``; an id, or a
+        department, that is not text of 1 to 200 characters every backend stores as given
+        (``arguments.text``: no NUL); an id starting with ``system:`` unless ``system``."""
+        if not isinstance(actor, Actor):
+            return [FieldProblem("actor", "expected an Actor")]
+        # stored as text and hashed as given: anything else would not verify
+        problems = [p for p in (
+            arguments.text("actor.id", actor.id, "an actor id", max_length=200),
+            arguments.text("actor.department", actor.department, "a department",
+                           max_length=200, optional=True)) if p]
+        if not problems and actor.id.startswith("system:") and not system:
+            problems.append(FieldProblem("actor.id", "ids starting with 'system:' are reserved"))
+        return problems
 
     def _check_submission(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         rules = self.rules
@@ -687,13 +692,12 @@ class Engine:
         elif data is not None and not all(isinstance(k, str) for k in data):
             problems.append(FieldProblem("data", "field names must be text"))
             data = None
-        if not isinstance(actor, Actor):
-            problems.append(FieldProblem("actor", "expected an Actor"))
+        problems += self.actor_problems(actor)
         problems += [p for p in (
             arguments.text("number", number, "a complaint number"),
             arguments.text("trigger", trigger, "a trigger name"),
-            None if comment is None or (isinstance(comment, str) and len(comment) <= 2000)
-            else FieldProblem("comment", "text of at most 2000 characters"),
+            arguments.text("comment", comment, "a comment", max_length=2000, optional=True,
+                           empty=True),
             _key_problem(idempotency_key)) if p]
         if expected_version is not None and not _is_version(expected_version):
             problems.append(FieldProblem("expected_version", _VERSION_TEXT))
@@ -932,9 +936,8 @@ class Engine:
         transaction."""
         now = self.now()
         problems = [p for p in (arguments.text("number", number, "a complaint number"),
-                                arguments.text("timer", timer, "a timer id"),
-                                None if isinstance(actor, Actor) else
-                                FieldProblem("actor", "expected an Actor")) if p]
+                                arguments.text("timer", timer, "a timer id")) if p]
+        problems += self.actor_problems(actor)
         problems += consent.problems(now) if isinstance(consent, Consent) else [
             FieldProblem("consent", "the customer's consent is required")]
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
@@ -943,6 +946,8 @@ class Engine:
             problems.append(FieldProblem("amount", "at most 100 years of the clock's unit"))
         if not isinstance(reason, str) or is_blank(reason):
             problems.append(FieldProblem("reason", "required"))
+        elif (problem := arguments.text("reason", reason, "a reason")) is not None:
+            problems.append(problem)
         if expected_version is not None and not _is_version(expected_version):
             problems.append(FieldProblem("expected_version", _VERSION_TEXT))
         if problems:
@@ -1330,19 +1335,22 @@ class Engine:
         if state is not None:
             states = [state] if isinstance(state, str) else list(state) \
                 if isinstance(state, Iterable) else [state]
-            if all(isinstance(s, str) for s in states):
+            problem = next((p for p in (arguments.text("state", s, "a state id or a list of them",
+                                                       empty=True) for s in states) if p), None)
+            if problem is None:
                 where.append(C.c.state.in_(states))
             else:
-                problems.append(FieldProblem("state", "a state id or a list of them (text)"))
+                problems.append(problem)
         for name, value, column in (("severity", severity, C.c.severity),
                                     ("department", department, C.c.department),
                                     ("handler", handler, C.c.handler)):
             if value is None:
                 continue
-            if isinstance(value, str):
+            problem = arguments.text(name, value, empty=True)
+            if problem is None:
                 where.append(column == value)
             else:
-                problems.append(FieldProblem(name, f"text, not {type(value).__name__}"))
+                problems.append(problem)
         if received_between is not None and (not isinstance(received_between, tuple | list)
                                              or len(received_between) != 2):
             problems.append(FieldProblem("received_between", "a pair (from, to) of aware "

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from complaintflow import Engine, InvalidInput, MissingFields, SimulatedClock
 from complaintflow.rules.loader import default_rules_text, parse_rules
 from complaintflow.states import guards
-from tests.support import CS, complaint_fields
+from tests.support import CS, as_recorded, complaint_fields
 
 #: every whitespace character up to the ideographic space U+3000 (Chinese text has it)
 WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
@@ -99,15 +99,12 @@ def test_a_required_field_cannot_be_cleared_with_blank_text(editable_description
 
 
 def test_a_history_recorded_with_blank_required_text_still_verifies(
-        editable_description: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        editable_description: Engine) -> None:
     """Releases before this rule counted only empty text as missing; steps they recorded
     are re-checked by deep verification as they were decided, not turned into findings."""
     engine = editable_description
     c = engine.submit(complaint_fields(), CS)
-    then = guards.is_blank
-    with monkeypatch.context() as old_release:
-        old_release.setattr(guards, "is_blank",
-                            lambda value, recorded=False: then(value, recorded=True))
+    with as_recorded(guards, "is_blank"):
         engine.fire(c.number, "respond", CS, {"response_note": "   "})
         engine.fire(c.number, "record", CS, {"readback_confirmed": True, "description": " "})
     report = engine.verify(deep=True)
