@@ -629,7 +629,30 @@ class Engine:
         fingerprint = "" if idempotency_key is None else _fingerprint(
             op="submit", fields=stored, actor=actor.id, roles=actor.roles,
             department=actor.department)
-        with db.write(self._db) as conn:
+        try:
+            done = self._submit(values, stored, actor, idempotency_key, fingerprint, severity,
+                                now)
+        except IdempotencyConflict:
+            # the key may have been stored by a concurrent request after this one looked
+            # (PostgreSQL): answered as if this one came second, as on SQLite
+            with db.read(self._db) as conn:
+                earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
+            if earlier is None:
+                raise
+            return earlier
+        if isinstance(done, Complaint):
+            return done
+        event, complaint = done
+        self.notify([CommittedEvent(event, complaint)])
+        return self._masked(complaint, actor.roles)
+
+    def _submit(self, values: dict[str, Any], stored: dict[str, Any], actor: Actor,
+                idempotency_key: str | None, fingerprint: str, severity: str, now: datetime
+                ) -> tuple[HistoryEvent, Complaint] | Complaint:
+        """The submission's transaction; the earlier result for a replayed key."""
+        rules = self.rules
+        compiled = self._versions[rules.version]
+        with db.write(self._db, idempotency_key=idempotency_key) as conn:
             earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
             if earlier is not None:
                 return earlier
@@ -665,10 +688,8 @@ class Engine:
                 conn.execute(_INSERT_KEY, {"key": idempotency_key, "fingerprint": fingerprint,
                                            "complaint_id": complaint_id, "event_seq": 1,
                                            "created_at": now})
-        complaint = Complaint(number, rules.initial, 1, severity, values, now, now,
-                              rules.version, department, handler)
-        self.notify([CommittedEvent(event, complaint)])
-        return self._masked(complaint, actor.roles)
+        return event, Complaint(number, rules.initial, 1, severity, values, now, now,
+                                rules.version, department, handler)
 
     def fire(
         self,
@@ -742,7 +763,7 @@ class Engine:
         transaction would. A replayed idempotency key returns the first call's result (a
         Complaint)."""
         assert self._autocommit_db is not None
-        with db.autocommit(self._autocommit_db, number) as conn:
+        with db.autocommit(self._autocommit_db, number, idempotency_key=key) as conn:
             found = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})
             if found is None:
                 raise NotFound("complaint", number)
