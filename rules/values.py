@@ -17,7 +17,7 @@ from typing import Any
 from complaintflow.errors import hint
 from complaintflow.rules.model import FieldDef
 
-__all__ = ["ValueType", "coerce", "from_json", "to_json", "type_of_field"]
+__all__ = ["ValueType", "coerce", "from_json", "text_problem", "to_json", "type_of_field"]
 
 DEFAULT_STRING_MAX = 200
 DEFAULT_TEXT_MAX = 20_000
@@ -114,6 +114,19 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def text_problem(text: str, *, recorded: bool = False) -> str | None:
+    """Why ``text`` cannot be stored as text on every backend, if it cannot: a NUL
+    character (PostgreSQL refuses it in text columns; SQLite would store it, so it is
+    refused on both, before the database is asked), or a lone surrogate (no UTF-8 form).
+    ``recorded``: a value already in the history, where NUL passes (releases before this
+    check stored it inside the JSON of fields and payloads)."""
+    if not recorded and "\x00" in text:
+        return "contains a NUL character (\\x00), which text may not hold"
+    if not text.isascii() and not _encodable(text):
+        return "not valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
 def _parse_decimal(raw: Any) -> Decimal:
     if isinstance(raw, bool):
         raise ValueProblem("expected a number, got a boolean")
@@ -139,8 +152,10 @@ def _parse_decimal(raw: Any) -> Decimal:
     raise ValueProblem(f"expected a number, got {type(raw).__name__}")
 
 
-def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None) -> Any:
-    """Check ``raw`` against ``vtype`` and return the Python value; ``ValueError`` if bad."""
+def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None,
+           recorded: bool = False) -> Any:
+    """Check ``raw`` against ``vtype`` and return the Python value; ``ValueError`` if bad.
+    ``recorded``: ``raw`` comes from the history (``text_problem``)."""
     kind = vtype.kind
     if kind in ("string", "text"):
         if not isinstance(raw, str):
@@ -150,8 +165,9 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None) -> Any:
             raise ValueProblem(f"longer than {limit} characters")
         if kind == "string" and ("\n" in raw or "\r" in raw):
             raise ValueProblem("a string field holds one line")
-        if not raw.isascii() and not _encodable(raw):
-            raise ValueProblem("not valid Unicode text (it holds a lone surrogate)")
+        problem = text_problem(raw, recorded=recorded)
+        if problem is not None:
+            raise ValueProblem(problem)
         return raw
     if kind == "integer":
         if isinstance(raw, bool) or not isinstance(raw, int | str):
@@ -183,16 +199,17 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None) -> Any:
     if kind in ("enum_list", "string_list"):
         if not isinstance(raw, list | tuple):
             raise ValueProblem(f"expected a list, got {type(raw).__name__}")
-        items = [coerce(vtype.element(), item) for item in raw]
+        items = [coerce(vtype.element(), item, recorded=recorded) for item in raw]
         if len(set(items)) != len(items):
             raise ValueProblem("a list holds each value once")
         return tuple(items)
     raise ValueProblem(f"unknown type {kind}")  # pragma: no cover - closed set
 
 
-def check_field(field: FieldDef, raw: Any) -> Any:
-    """Coerce ``raw`` for ``field`` including its declared bounds."""
-    value = coerce(type_of_field(field), raw, max_length=field.max_length)
+def check_field(field: FieldDef, raw: Any, *, recorded: bool = False) -> Any:
+    """Coerce ``raw`` for ``field`` including its declared bounds; ``recorded``: ``raw``
+    comes from the history (``text_problem``)."""
+    value = coerce(type_of_field(field), raw, max_length=field.max_length, recorded=recorded)
     if field.type in ("integer", "decimal"):
         if field.min is not None and value < field.min:
             raise ValueProblem(f"below the minimum {field.min}")
@@ -239,4 +256,4 @@ def from_json(vtype: ValueType, raw: Any) -> Any:
             return raw
     elif cls is bool and kind == "bool":
         return raw
-    return coerce(vtype, raw, max_length=10**9)
+    return coerce(vtype, raw, max_length=10**9, recorded=True)

@@ -55,8 +55,19 @@ GUARD_ORDER = (
 _RANK = {name: i for i, name in enumerate(GUARD_ORDER)}
 
 
-def is_blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str | tuple | list) and len(value) == 0)
+def is_blank(value: Any, *, recorded: bool = False) -> bool:
+    """Whether a field value counts as missing: ``None``, an empty list, or text that is
+    empty or only whitespace (``"   "``, ``"\\t\\n"``, the ideographic space ``"\\u3000"``).
+    Whitespace is only looked at, never stripped: a value is stored as given.
+
+    ``recorded``: a value in a recorded step, judged as the releases that recorded it did
+    (only empty text was missing then), so that deep verification does not turn history
+    those releases accepted into findings."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value if recorded else not value or value.isspace()
+    return isinstance(value, tuple | list) and len(value) == 0
 
 
 @dataclass(frozen=True)
@@ -107,9 +118,11 @@ class CompiledTransition:
     def trigger(self) -> str:
         return self.definition.trigger
 
-    def apply_data(self, rules: RuleSet, fields: Mapping[str, Any],
-                   data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldProblem]]:
-        """The fields after ``data`` is applied, and every problem with the data."""
+    def apply_data(self, rules: RuleSet, fields: Mapping[str, Any], data: Mapping[str, Any],
+                   *, recorded: bool = False) -> tuple[dict[str, Any], list[FieldProblem]]:
+        """The fields after ``data`` is applied, and every problem with the data.
+        ``recorded``: ``data`` is a recorded step's, checked as the release that recorded it
+        checked it (``is_blank``, ``check_field``)."""
         problems: list[FieldProblem] = []
         updated = dict(fields)
         for name, raw in data.items():
@@ -119,19 +132,23 @@ class CompiledTransition:
                                              + hint(str(name), rules.fields)))
             elif name not in self.settable:
                 problems.append(FieldProblem(name, f"{self.trigger!r} may not set this field"))
-            elif raw is None:
-                if field.required:
+            elif raw is None and not field.required:
+                updated[name] = None
+            else:
+                try:
+                    value = None if raw is None else check_field(field, raw, recorded=recorded)
+                except ValueProblem as exc:
+                    problems.append(FieldProblem(name, str(exc)))
+                    continue
+                # (recorded: releases before blank text counted as missing refused only None)
+                if value is None or (field.required and not recorded and is_blank(value)):
                     problems.append(FieldProblem(name, "required on the complaint form: it "
                                                  "can be changed but not cleared"))
                 else:
-                    updated[name] = None
-            else:
-                try:
-                    updated[name] = check_field(field, raw)
-                except ValueProblem as exc:
-                    problems.append(FieldProblem(name, str(exc)))
+                    updated[name] = value
         for name in self.definition.requires:
-            if is_blank(updated.get(name)) and not any(p.field == name for p in problems):
+            if is_blank(updated.get(name), recorded=recorded) \
+                    and not any(p.field == name for p in problems):
                 problems.append(FieldProblem(name, "required by this transition"))
         return updated, problems
 

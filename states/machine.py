@@ -19,7 +19,7 @@ from complaintflow.actor import Actor
 from complaintflow.errors import TriggerNotAllowed, UnknownTrigger, hint
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.states.conditions import Facts, Scope, severity_function
-from complaintflow.states.guards import CompiledTransition, Refusal, compile_transition
+from complaintflow.states.guards import CompiledTransition, Refusal, compile_transition, is_blank
 from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["ComplaintMachine", "Step", "TriggerOption"]
@@ -72,12 +72,14 @@ class _Attempt:
     floor: str | None
     now: datetime | None = None
     pending_input: bool = False
+    recorded: bool = False
     refusals: list[Refusal] = field(default_factory=list)
     chosen: Step | None = None
 
     def run(self, ct: CompiledTransition) -> tuple[Refusal | None, dict[str, Any], str]:
         rules = self.machine.rules
-        updated, problems = ct.apply_data(rules, self.before, self.data)
+        updated, problems = ct.apply_data(rules, self.before, self.data,
+                                          recorded=self.recorded)
         severity = self.machine.severity(updated, self.floor)
         scope_fields = {**updated, **self.builtins, "severity": severity}
         scope = Scope(scope_fields, self.actor, self.facts, self.now, self.machine.calendars,
@@ -143,8 +145,11 @@ class ComplaintMachine:
         data: Mapping[str, Any],
         floor: str | None = None,
         now: datetime | None = None,
+        *,
+        recorded: bool = False,
     ) -> Step:
-        """Run the guards and the machine step; raise the specific refusal if refused."""
+        """Run the guards and the machine step; raise the specific refusal if refused.
+        ``recorded``: re-checking a recorded step (``CompiledTransition.apply_data``)."""
         if trigger not in self._sources:
             raise UnknownTrigger(number, trigger, state,
                                  f"no trigger {trigger!r} in rule set {self.rules.name!r}"
@@ -154,7 +159,7 @@ class ComplaintMachine:
             raise TriggerNotAllowed(number, trigger, state,
                                     f"{trigger!r} is allowed only from {allowed}")
         attempt = _Attempt(self, number, actor, fields, {**builtins, "state": state}, facts,
-                           data, floor, now)
+                           data, floor, now, recorded=recorded)
         subject = _Subject(state)
         if not self._machine.events[trigger].trigger(subject, attempt=attempt):
             best = max(attempt.refusals, key=lambda r: r.rank)
@@ -182,7 +187,7 @@ class ComplaintMachine:
             if state not in d.source:
                 continue
             refusal, updated, _ = attempt.run(ct)
-            needs = tuple(n for n in d.requires if updated.get(n) in (None, "", ()))
+            needs = tuple(n for n in d.requires if is_blank(updated.get(n)))
             label = d.label.zh if d.label else None
             if refusal is None:
                 out.append(TriggerOption(d.trigger, d.to, True, needs_fields=needs, label=label))

@@ -19,8 +19,15 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput, StorageError
+from complaintflow.errors import (
+    ConcurrentUpdate,
+    FieldProblem,
+    IdempotencyConflict,
+    InvalidInput,
+    StorageError,
+)
 from complaintflow.storage.tables import UTCDateTime
+from complaintflow.storage.tables import idempotency_keys as _KEYS
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_SYNCHRONOUS", "SqliteWrite", "SqliteWriter",
            "alembic_config", "autocommit", "connect", "execute_pipeline", "fetch_one", "read",
@@ -131,12 +138,27 @@ def connect(url: str | URL, *, pool_size: int | None = None, max_overflow: int |
     raise _bad_url(f"unsupported database {parsed.get_backend_name()!r}")
 
 
+def _key_taken(exc: sa.exc.IntegrityError) -> bool:
+    """Whether ``exc`` is the unique violation of an idempotency key already stored."""
+    diag = getattr(exc.orig, "diag", None)  # psycopg names the constraint
+    if diag is not None:
+        return getattr(diag, "constraint_name", None) == _KEYS.primary_key.name
+    return f"{_KEYS.name}.key" in str(exc.orig)  # sqlite3: "UNIQUE constraint failed: ..."
+
+
 @contextlib.contextmanager
-def translate_errors(number: str | None = None) -> Iterator[None]:
-    """Driver errors become ``StorageError`` (or ``ConcurrentUpdate`` for a lost race)."""
+def translate_errors(number: str | None = None,
+                     idempotency_key: str | None = None) -> Iterator[None]:
+    """Driver errors become ``StorageError``, or ``ConcurrentUpdate`` for a lost race on
+    the complaint ``number``, or ``IdempotencyConflict`` when the ``idempotency_key`` being
+    written was stored first by a concurrent request (PostgreSQL: both looked it up before
+    either wrote it; SQLite's write transactions come one after another, so there the
+    lookup finds it)."""
     try:
         yield
     except sa.exc.IntegrityError as exc:
+        if idempotency_key is not None and _key_taken(exc):
+            raise IdempotencyConflict(idempotency_key) from exc
         if number is not None:
             raise ConcurrentUpdate(number, None, None) from exc
         raise StorageError(f"database constraint violated: {exc.orig}", exc) from exc
@@ -150,9 +172,11 @@ def translate_errors(number: str | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def write(engine: Engine, number: str | None = None) -> Iterator[Connection]:
-    """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-    with translate_errors(number), engine.begin() as conn:
+def write(engine: Engine, number: str | None = None, *,
+          idempotency_key: str | None = None) -> Iterator[Connection]:
+    """One write transaction (``BEGIN IMMEDIATE`` on SQLite); errors as
+    ``translate_errors`` gives them."""
+    with translate_errors(number, idempotency_key), engine.begin() as conn:
         yield conn
 
 
@@ -176,13 +200,15 @@ def autocommit_engine(url: str | URL, *, pool_size: int | None = None,
 
 
 @contextlib.contextmanager
-def autocommit(engine: Engine, number: str | None = None) -> Iterator[Connection]:
+def autocommit(engine: Engine, number: str | None = None, *,
+               idempotency_key: str | None = None) -> Iterator[Connection]:
     """A connection in autocommit: every statement is its own transaction (PostgreSQL: no
     BEGIN and no COMMIT round trips). For a write that is ONE statement, after reads
     whose outcome that statement re-checks (an optimistic version check). ``engine`` is
     made with ``connect(url, isolation_level="AUTOCOMMIT")``: its connections stay in
-    autocommit, so none is switched and switched back per use."""
-    with translate_errors(number), engine.connect() as conn:
+    autocommit, so none is switched and switched back per use. Errors as
+    ``translate_errors`` gives them."""
+    with translate_errors(number, idempotency_key), engine.connect() as conn:
         dbapi_connection: Any = conn.connection.dbapi_connection
         if not dbapi_connection.autocommit:
             raise StorageError("db.autocommit needs an engine made with "

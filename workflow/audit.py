@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from complaintflow import arguments
 from complaintflow.actor import Actor
 from complaintflow.errors import FieldProblem, InvalidInput, NotFound
 from complaintflow.replay import DeepVerifier, Replayed, ReplayedTimer, replay_events
@@ -105,8 +106,10 @@ def _remaining(engine: Engine, conn: Connection
 def replay(engine: Engine, number: str, at: datetime | None = None,
            actor: Actor | None = None) -> Replayed:
     """The complaint as of ``at`` (default: after its last event), from history alone."""
-    if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
-        raise InvalidInput([FieldProblem("at", "an aware datetime")])
+    arguments.refuse([arguments.text("number", number, "a complaint number"),
+                      arguments.moment("at", at, optional=True),
+                      None if actor is None or isinstance(actor, Actor) else
+                      FieldProblem("actor", "an Actor or None")])
     with db.read(engine.database) as conn:
         rows = conn.execute(sa.select(E).join(C, C.c.id == E.c.complaint_id)
                             .where(C.c.number == number).order_by(E.c.seq)).all()
@@ -135,6 +138,10 @@ def stream_events(engine: Engine, conn: Connection, *, number: str | None = None
                   since: datetime | None = None, until: datetime | None = None,
                   batch: int = 2000) -> Iterator[tuple[str, Any]]:
     """Event rows with their complaint numbers, in (complaint, seq) order, in batches."""
+    arguments.refuse([arguments.text("number", number, "a complaint number", optional=True),
+                      arguments.moment("since", since, optional=True),
+                      arguments.moment("until", until, optional=True),
+                      arguments.integer("batch", batch, 1, 100_000)])
     where: list[Any] = []
     if number is not None:
         cid = conn.execute(sa.select(C.c.id).where(C.c.number == number)).scalar()

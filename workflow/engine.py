@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SAEngine
 
-from complaintflow import sla
+from complaintflow import arguments, sla
 from complaintflow.actor import Actor
 from complaintflow.clock import Clock, now_from, system_clock
 from complaintflow.compiled import Compiled
@@ -46,6 +46,7 @@ from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field, to_json
 from complaintflow.states.conditions import Facts
+from complaintflow.states.guards import is_blank
 from complaintflow.states.machine import TriggerOption
 from complaintflow.storage import db
 from complaintflow.storage.hashing import GENESIS, canonical, event_hash, parse_canonical
@@ -319,6 +320,13 @@ def _index_value(values: Mapping[str, Any], name: str | None) -> str | None:
 
 
 _VERSION_TEXT = "a complaint version: a whole number from 1 (the submission) up"
+_TIMER_STATUSES = ("running", "paused", "stopped")
+_MAX_OFFSET = 2**62 - 1
+
+
+def _key_problem(key: object) -> FieldProblem | None:
+    return arguments.text("idempotency_key", key, "an idempotency key", max_length=200,
+                          optional=True)
 
 
 def _is_version(value: object) -> bool:
@@ -372,16 +380,16 @@ class Engine:
         by default). On PostgreSQL the engine holds two pools (``databases``), so it may
         keep up to twice ``pool_size`` connections idle and open twice ``pool_size +
         max_overflow`` at most."""
-        problems = [FieldProblem(name, f"an integer from {low} to 1000, or None")
-                    for name, value, low in (("pool_size", pool_size, 1),
-                                             ("max_overflow", max_overflow, 0))
-                    if value is not None and (isinstance(value, bool)
-                                              or not isinstance(value, int)
-                                              or not low <= value <= 1000)]
-        if clock is not None and not callable(clock):
-            problems.append(FieldProblem("clock", "a callable returning an aware datetime"))
-        if problems:
-            raise InvalidInput(problems, context="engine options")
+        arguments.refuse([
+            arguments.integer("pool_size", pool_size, 1, 1000, optional=True),
+            arguments.integer("max_overflow", max_overflow, 0, 1000, optional=True),
+            None if clock is None or callable(clock) else
+            FieldProblem("clock", "a callable returning an aware datetime"),
+            None if rules is None or isinstance(rules, RuleSet | str | Path) else
+            FieldProblem("rules", "a RuleSet, the path of a rule file, or None"),
+            arguments.text("loaded_by", loaded_by, "who loaded the rules", max_length=200,
+                           optional=True),
+        ], context="engine options")
         ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
         Compiled.build(ruleset)  # before anything is stored: a rule set that cannot run is not
         clock = clock or system_clock
@@ -508,25 +516,30 @@ class Engine:
 
     @staticmethod
     def check_actor(actor: Actor, rules: RuleSet, *, system: bool = False) -> None:
-        if not isinstance(actor, Actor):
-            raise InvalidInput([FieldProblem("actor", "expected an Actor")], context="actor")
-        problems = []
-        if not actor.id or not isinstance(actor.id, str) or len(actor.id) > 200:
-            problems.append(FieldProblem("actor.id", "a non-empty id of at most 200 characters"))
-        elif actor.id.startswith("system:") and not system:
-            problems.append(FieldProblem("actor.id", "ids starting with 'system:' are reserved"))
-        for role in actor.roles:
-            if role not in rules.roles:
-                problems.append(FieldProblem("actor.roles", f"unknown role {role!r}"
-                                             + hint(role, rules.roles)))
-        department = actor.department
-        if department is not None and (not isinstance(department, str) or not department
-                                       or len(department) > 200):
-            # stored as text and hashed as given: anything else would not verify
-            problems.append(FieldProblem("actor.department",
-                                         "text of 1 to 200 characters, or None"))
+        """``actor`` passes ``actor_problems`` and holds only roles ``rules`` declares."""
+        problems = Engine.actor_problems(actor, system=system)
+        if isinstance(actor, Actor):
+            problems += [FieldProblem("actor.roles", f"unknown role {role!r}"
+                                      + hint(role, rules.roles))
+                         for role in actor.roles if role not in rules.roles]
         if problems:
             raise InvalidInput(problems, context="actor")
+
+    @staticmethod
+    def actor_problems(actor: object, *, system: bool = False) -> list[FieldProblem]:
+        """What is wrong with ``actor`` whatever the rules: not an ``Actor``; an id, or a
+        department, that is not text of 1 to 200 characters every backend stores as given
+        (``arguments.text``: no NUL); an id starting with ``system:`` unless ``system``."""
+        if not isinstance(actor, Actor):
+            return [FieldProblem("actor", "expected an Actor")]
+        # stored as text and hashed as given: anything else would not verify
+        problems = [p for p in (
+            arguments.text("actor.id", actor.id, "an actor id", max_length=200),
+            arguments.text("actor.department", actor.department, "a department",
+                           max_length=200, optional=True)) if p]
+        if not problems and actor.id.startswith("system:") and not system:
+            problems.append(FieldProblem("actor.id", "ids starting with 'system:' are reserved"))
+        return problems
 
     def _check_submission(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         rules = self.rules
@@ -548,7 +561,7 @@ class Engine:
                 except ValueProblem as exc:
                     problems.append(FieldProblem(name, str(exc)))
         for fdef in rules.definition.fields:
-            if fdef.required and values.get(fdef.id) in (None, "", ()) and not any(
+            if fdef.required and is_blank(values.get(fdef.id)) and not any(
                 p.field == fdef.id for p in problems
             ):
                 problems.append(FieldProblem(fdef.id, "required"))
@@ -594,9 +607,6 @@ class Engine:
                     actor: Actor) -> Complaint | None:
         if key is None:
             return None
-        if not isinstance(key, str) or not 1 <= len(key) <= 200:
-            raise InvalidInput([FieldProblem("idempotency_key", "1 to 200 characters")],
-                               context="request")
         found = conn.execute(sa.select(K).where(K.c.key == key)).first()
         if found is None:
             return None
@@ -608,6 +618,7 @@ class Engine:
                idempotency_key: str | None = None) -> Complaint:
         """Register a new complaint in the initial state; returns it as ``actor`` sees it."""
         rules = self.rules
+        arguments.refuse([_key_problem(idempotency_key)], context="request")
         self.check_actor(actor, rules)
         submit_roles = rules.definition.submit.roles
         if submit_roles != "*" and not actor.has_any(submit_roles):
@@ -621,7 +632,30 @@ class Engine:
         fingerprint = "" if idempotency_key is None else _fingerprint(
             op="submit", fields=stored, actor=actor.id, roles=actor.roles,
             department=actor.department)
-        with db.write(self._db) as conn:
+        try:
+            done = self._submit(values, stored, actor, idempotency_key, fingerprint, severity,
+                                now)
+        except IdempotencyConflict:
+            # the key may have been stored by a concurrent request after this one looked
+            # (PostgreSQL): answered as if this one came second, as on SQLite
+            with db.read(self._db) as conn:
+                earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
+            if earlier is None:
+                raise
+            return earlier
+        if isinstance(done, Complaint):
+            return done
+        event, complaint = done
+        self.notify([CommittedEvent(event, complaint)])
+        return self._masked(complaint, actor.roles)
+
+    def _submit(self, values: dict[str, Any], stored: dict[str, Any], actor: Actor,
+                idempotency_key: str | None, fingerprint: str, severity: str, now: datetime
+                ) -> tuple[HistoryEvent, Complaint] | Complaint:
+        """The submission's transaction; the earlier result for a replayed key."""
+        rules = self.rules
+        compiled = self._versions[rules.version]
+        with db.write(self._db, idempotency_key=idempotency_key) as conn:
             earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
             if earlier is not None:
                 return earlier
@@ -657,10 +691,8 @@ class Engine:
                 conn.execute(_INSERT_KEY, {"key": idempotency_key, "fingerprint": fingerprint,
                                            "complaint_id": complaint_id, "event_seq": 1,
                                            "created_at": now})
-        complaint = Complaint(number, rules.initial, 1, severity, values, now, now,
-                              rules.version, department, handler)
-        self.notify([CommittedEvent(event, complaint)])
-        return self._masked(complaint, actor.roles)
+        return event, Complaint(number, rules.initial, 1, severity, values, now, now,
+                                rules.version, department, handler)
 
     def fire(
         self,
@@ -684,14 +716,13 @@ class Engine:
         elif data is not None and not all(isinstance(k, str) for k in data):
             problems.append(FieldProblem("data", "field names must be text"))
             data = None
-        if not isinstance(actor, Actor):
-            problems.append(FieldProblem("actor", "expected an Actor"))
-        if not isinstance(number, str):
-            problems.append(FieldProblem("number", "a complaint number (text)"))
-        if not isinstance(trigger, str):
-            problems.append(FieldProblem("trigger", "a trigger name (text)"))
-        if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
-            problems.append(FieldProblem("comment", "text of at most 2000 characters"))
+        problems += self.actor_problems(actor)
+        problems += [p for p in (
+            arguments.text("number", number, "a complaint number"),
+            arguments.text("trigger", trigger, "a trigger name"),
+            arguments.text("comment", comment, "a comment", max_length=2000, optional=True,
+                           empty=True),
+            _key_problem(idempotency_key)) if p]
         if expected_version is not None and not _is_version(expected_version):
             problems.append(FieldProblem("expected_version", _VERSION_TEXT))
         if problems:
@@ -735,7 +766,7 @@ class Engine:
         transaction would. A replayed idempotency key returns the first call's result (a
         Complaint)."""
         assert self._autocommit_db is not None
-        with db.autocommit(self._autocommit_db, number) as conn:
+        with db.autocommit(self._autocommit_db, number, idempotency_key=key) as conn:
             found = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})
             if found is None:
                 raise NotFound("complaint", number)
@@ -944,14 +975,19 @@ class Engine:
         it yet. Writes two history events (the consent, then the extension) in one
         transaction."""
         now = self.now()
-        problems = consent.problems(now) if isinstance(consent, Consent) else [
+        problems = [p for p in (arguments.text("number", number, "a complaint number"),
+                                arguments.text("timer", timer, "a timer id")) if p]
+        problems += self.actor_problems(actor)
+        problems += consent.problems(now) if isinstance(consent, Consent) else [
             FieldProblem("consent", "the customer's consent is required")]
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             problems.append(FieldProblem("amount", "a positive whole number"))
         elif amount > max(MAX_DURATION.values()):
             problems.append(FieldProblem("amount", "at most 100 years of the clock's unit"))
-        if not isinstance(reason, str) or not reason.strip():
+        if not isinstance(reason, str) or is_blank(reason):
             problems.append(FieldProblem("reason", "required"))
+        elif (problem := arguments.text("reason", reason, "a reason")) is not None:
+            problems.append(problem)
         if expected_version is not None and not _is_version(expected_version):
             problems.append(FieldProblem("expected_version", _VERSION_TEXT))
         if problems:
@@ -1012,6 +1048,7 @@ class Engine:
     def shown(self, moment: datetime) -> str:
         """``moment`` as people read it in messages: in the rules' zone, to the minute (to
         the second when it has seconds)."""
+        arguments.refuse([arguments.moment("moment", moment)])
         local = moment.astimezone(self._zone)
         spec = "minutes" if local.second == local.microsecond == 0 else "seconds"
         return f"{local.isoformat(sep=' ', timespec=spec)} ({self._zone.key})"
@@ -1052,10 +1089,16 @@ class Engine:
                     due_before: datetime | None = None, limit: int = 100,
                     offset: int = 0) -> list[tuple[str, TimerView]]:
         """Clock runs across complaints (default: all not stopped), soonest due first."""
-        if status not in (None, "running", "paused", "stopped"):
-            raise InvalidInput([FieldProblem("status", "running, paused or stopped")])
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInput([FieldProblem("limit", "an integer from 1 to 10000")])
+        arguments.refuse([
+            None if status is None or (isinstance(status, str) and status in _TIMER_STATUSES)
+            else FieldProblem("status", "running, paused or stopped, or None"
+                              + (hint(status, _TIMER_STATUSES) if isinstance(status, str)
+                                 else "")),
+            arguments.flag("breached", breached, optional=True),
+            arguments.moment("due_before", due_before, optional=True),
+            arguments.integer("limit", limit, 1, 10_000),
+            arguments.integer("offset", offset, 0, _MAX_OFFSET),
+        ])
         now = self.now()
         where: list[Any] = [T.c.status == status] if status else [T.c.status != "stopped"]
         if breached is not None:
@@ -1235,10 +1278,8 @@ class Engine:
     def _check_lookup(self, number: Any, actor: Any, *, optional: bool = True) -> None:
         """A complaint number is text and the reader an ``Actor`` (or ``None`` if
         ``optional``) whose roles the rules declare."""
-        problems = []
-        if not isinstance(number, str):
-            problems.append(FieldProblem("number", f"a complaint number (text), not "
-                                                   f"{type(number).__name__}"))
+        problem = arguments.text("number", number, "a complaint number")
+        problems = [problem] if problem else []
         problems += self._reader_problems(actor, optional)
         if problems:
             raise InvalidInput(problems)
@@ -1327,29 +1368,29 @@ class Engine:
         actor: Actor | None = None,
     ) -> Page:
         """Complaints matching every given filter, oldest first, one page at a time."""
-        problems: list[FieldProblem] = []
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            problems.append(FieldProblem("limit", "an integer from 1 to 10000"))
-        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**62:
-            problems.append(FieldProblem("offset", "a non-negative integer below 2**62"))
+        problems = [p for p in (arguments.integer("limit", limit, 1, 10_000),
+                                arguments.integer("offset", offset, 0, _MAX_OFFSET)) if p]
         problems += self._reader_problems(actor)
         where: list[Any] = []
         if state is not None:
             states = [state] if isinstance(state, str) else list(state) \
                 if isinstance(state, Iterable) else [state]
-            if all(isinstance(s, str) for s in states):
+            problem = next((p for p in (arguments.text("state", s, "a state id or a list of them",
+                                                       empty=True) for s in states) if p), None)
+            if problem is None:
                 where.append(C.c.state.in_(states))
             else:
-                problems.append(FieldProblem("state", "a state id or a list of them (text)"))
+                problems.append(problem)
         for name, value, column in (("severity", severity, C.c.severity),
                                     ("department", department, C.c.department),
                                     ("handler", handler, C.c.handler)):
             if value is None:
                 continue
-            if isinstance(value, str):
+            problem = arguments.text(name, value, empty=True)
+            if problem is None:
                 where.append(column == value)
             else:
-                problems.append(FieldProblem(name, f"text, not {type(value).__name__}"))
+                problems.append(problem)
         if received_between is not None and (not isinstance(received_between, tuple | list)
                                              or len(received_between) != 2):
             problems.append(FieldProblem("received_between", "a pair (from, to) of aware "

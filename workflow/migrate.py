@@ -26,6 +26,7 @@ from complaintflow.errors import ConcurrentUpdate, FieldProblem, InvalidInput, h
 from complaintflow.rules.ruleset import RuleSet
 from complaintflow.rules.values import ValueProblem, check_field
 from complaintflow.states.conditions import Facts
+from complaintflow.states.guards import is_blank
 from complaintflow.storage import db
 from complaintflow.storage.hashing import canonical
 from complaintflow.storage.tables import complaints as C
@@ -234,7 +235,7 @@ def _plan_one(conn: Connection, engine: Engine, row: Any, target: str,
         except ValueProblem as exc:
             item.problems.append(f"field {name!r} does not fit the target: {exc}")
     item.newly_required = sorted(f.id for f in dest.rules.definition.fields
-                                 if f.required and stored.get(f.id) in (None, "", []))
+                                 if f.required and is_blank(stored.get(f.id)))
     active = {r.timer for r in conn.execute(sa.select(T.c.timer).where(
         T.c.complaint_id == row.id, T.c.status != "stopped"))}
     for name in sorted(active):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from complaintflow import arguments
 from complaintflow.errors import FieldProblem, InvalidInput
 from complaintflow.storage import db
 from complaintflow.storage.tables import outbox as O
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["Notification", "Outbox"]
 
 log = logging.getLogger("complaintflow.outbox")
+
+#: the longest a claim may lease its notifications for
+MAX_LEASE = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Outbox:
     def add_sink(self, sink: Sink) -> None:
         """Deliver every notification to ``sink`` (from ``deliver``, e.g. each scheduler
         tick). A sink that raises gets the notification again after the lease."""
+        if not callable(sink):
+            raise InvalidInput([FieldProblem("sink", "a callable taking a Notification")])
         self._sinks.append(sink)
 
     @property
@@ -66,9 +72,10 @@ class Outbox:
 
     def claim(self, limit: int = 100, lease: timedelta = timedelta(minutes=5)
               ) -> list[Notification]:
-        """Lease up to ``limit`` undelivered notifications, oldest first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInput([FieldProblem("limit", "an integer from 1 to 10000")])
+        """Lease up to ``limit`` undelivered notifications, oldest first, for ``lease``
+        (above zero, at most 30 days): unacknowledged, they are handed out again after it."""
+        arguments.refuse([arguments.integer("limit", limit, 1, 10_000),
+                          arguments.duration("lease", lease, MAX_LEASE)])
         now = self._engine.now()
         with db.write(self._engine.database) as conn:
             query = (sa.select(O).where(O.c.acked_at.is_(None),

@@ -371,7 +371,7 @@ class DeepVerifier:
                 rules = machine.rules
                 for ct in version.transitions(trigger, state):
                     # ComplaintMachine's guard step for one candidate (_Attempt.run)
-                    updated, problems = ct.apply_data(rules, typed, data)
+                    updated, problems = ct.apply_data(rules, typed, data, recorded=True)
                     values = tuple(map(updated.get, version.severity_fields))
                     if severity_memo is not None and severity_memo[0] is version \
                             and severity_memo[1] == floor and severity_memo[2] == values:
@@ -392,7 +392,7 @@ class DeepVerifier:
                 if outcome is None:
                     try:  # refused: the machine names the check exactly as fire would
                         step = machine.step(number, state, trigger, actor, typed, base, facts,
-                                            data, floor, at)
+                                            data, floor, at, recorded=True)
                     except TransitionRefused as exc:
                         step_found = True
                         yield Finding(number, event.seq, "illegal_transition",

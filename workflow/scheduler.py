@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from complaintflow import sla
+from complaintflow import arguments, sla
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
 from complaintflow.engine import CommittedEvent, Engine, build_event, insert_ignore
@@ -268,22 +268,20 @@ class Scheduler:
         min_interval: float = 0.2,
         max_interval: float = 30.0,
     ) -> None:
-        problems = [
-            FieldProblem(name, f"an integer from {low} to {high}")
-            for name, value, low, high in (("batch_size", batch_size, 1, 100_000),
-                                           ("threads", threads, 1, 256),
-                                           ("max_batches_per_tick", max_batches_per_tick, 1,
-                                            10**9))
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
-        ]
+        problems = [p for p in (
+            arguments.integer("batch_size", batch_size, 1, 100_000),
+            arguments.integer("threads", threads, 1, 256),
+            arguments.integer("max_batches_per_tick", max_batches_per_tick, 1, 10**9)) if p]
         for name, seconds in (("min_interval", min_interval), ("max_interval", max_interval)):
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
                     or not 0 < seconds <= 86_400:
                 problems.append(FieldProblem(name, "seconds, above 0 and at most 86400"))
         if not problems and min_interval > max_interval:
             problems.append(FieldProblem("min_interval", "at most max_interval"))
-        if worker is not None and (not isinstance(worker, str) or not 1 <= len(worker) <= 200):
-            problems.append(FieldProblem("worker", "text of 1 to 200 characters, or None"))
+        problem = arguments.text("worker", worker, "a worker name", max_length=200,
+                                 optional=True)
+        if problem is not None:
+            problems.append(problem)
         if problems:
             raise InvalidInput(problems, context="scheduler")
         self.engine = engine
@@ -308,7 +306,8 @@ class Scheduler:
         pending deadline outside the batch; their timer rows), events and hashes computed
         here, then one bulk write per table (deadlines, events, complaint heads, timers,
         outbox). Only a complaint whose raised severity really changes a clock, or whose
-        breach fires a transition, takes a path of its own."""
+        breach fires a transition, takes a path of its own. ``now``: an aware datetime."""
+        arguments.refuse([arguments.moment("now", now)], context="scheduler")
         engine = self.engine
         report = BatchReport()
         with db.write(engine.database) as conn:
@@ -553,7 +552,9 @@ class Scheduler:
         """Fire each periodic review once per period (the latest missed one on catch-up).
 
         A period once recorded stays recorded, so each process remembers the latest one it
-        saw and asks the database again only when a new period begins."""
+        saw and asks the database again only when a new period begins. ``now``: an aware
+        datetime."""
+        arguments.refuse([arguments.moment("now", now)], context="scheduler")
         fired = 0
         rules = self.engine.rules
         for review in rules.definition.reviews:
@@ -712,6 +713,8 @@ class Scheduler:
         scheduler.start()
 
     def stop(self, wait: bool = True) -> None:
+        """Stop the background loop; with ``wait``, after the running tick ends."""
+        arguments.refuse([arguments.flag("wait", wait)], context="scheduler")
         self._stopped.set()
         if self._apscheduler is not None:
             self._apscheduler.shutdown(wait=wait)
@@ -719,6 +722,8 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         """Run in the background until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT)."""
+        if not isinstance(stop, threading.Event):
+            raise InvalidInput([FieldProblem("stop", "a threading.Event")], context="scheduler")
         self.start()
         try:
             stop.wait()
