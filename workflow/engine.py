@@ -519,11 +519,14 @@ class Engine:
         """``actor`` passes ``actor_problems`` and holds only roles ``rules`` declares."""
         problems = Engine.actor_problems(actor, system=system)
         if isinstance(actor, Actor):
-            problems += [FieldProblem("actor.roles", f"unknown role {role!r}"
-                                      + hint(role, rules.roles))
-                         for role in actor.roles if role not in rules.roles]
+            problems += Engine._role_problems(actor, rules)
         if problems:
             raise InvalidInput(problems, context="actor")
+
+    @staticmethod
+    def _role_problems(actor: Actor, rules: RuleSet) -> list[FieldProblem]:
+        return [FieldProblem("actor.roles", f"unknown role {role!r}" + hint(role, rules.roles))
+                for role in actor.roles if role not in rules.roles]
 
     @staticmethod
     def actor_problems(actor: object, *, system: bool = False) -> list[FieldProblem]:
@@ -749,7 +752,10 @@ class Engine:
 
     def _check_fire(self, conn: ConnectionSource, row: Any, actor: Actor,
                     expected_version: int | None) -> None:
-        self.check_actor(actor, self.compiled(conn, row.ruleset).rules)
+        # ``fire`` checked the rest of the actor (``actor_problems``) before reading the row
+        problems = self._role_problems(actor, self.compiled(conn, row.ruleset).rules)
+        if problems:
+            raise InvalidInput(problems, context="actor")
         if expected_version is not None and expected_version != row.version:
             raise ConcurrentUpdate(row.number, expected_version, row.version)
 
