@@ -770,7 +770,26 @@ class Engine:
         (``db.execute_pipeline``). Two round trips, no BEGIN/COMMIT. A version that moved in
         between raises ``ConcurrentUpdate`` and stores nothing, as a lost race inside one
         transaction would. A replayed idempotency key returns the first call's result (a
-        Complaint)."""
+        Complaint), also when the first call won the race for the row meanwhile."""
+        try:
+            return self._fire_autocommit_once(number, trigger, actor, data, expected_version,
+                                              now, comment, key, fingerprint)
+        except ConcurrentUpdate:
+            if key is None:
+                raise
+            # the winner may have been the same request (a retry racing the original): its
+            # key committed with its write, so the key now answers as it would have
+            assert self._autocommit_db is not None
+            with db.autocommit(self._autocommit_db, number, idempotency_key=key) as conn:
+                earlier = self._idempotent(conn, key, fingerprint, actor)
+            if earlier is None:
+                raise
+            return earlier
+
+    def _fire_autocommit_once(self, number: str, trigger: str, actor: Actor,
+                              data: Mapping[str, Any], expected_version: int | None,
+                              now: datetime, comment: str | None, key: str | None,
+                              fingerprint: str) -> tuple[HistoryEvent, Complaint] | Complaint:
         assert self._autocommit_db is not None
         with db.autocommit(self._autocommit_db, number, idempotency_key=key) as conn:
             found = db.fetch_one(conn, _PG_SELECT_FOR_FIRE, {"number": number})

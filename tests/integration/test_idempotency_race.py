@@ -100,3 +100,31 @@ def test_the_same_submission_twice_at_once(engine: Engine,
     assert outcomes[0] == outcomes[1]
     assert engine.find().total == 1
     assert engine.verify().ok
+
+
+def test_a_retry_racing_its_original_on_one_complaint(
+        engine: Engine, both_past_the_lookup: Callable[[str], None]) -> None:
+    """The same fire twice at once (a client retrying before the first answer came): both
+    get the one result, on both backends (before, PostgreSQL gave the loser
+    ConcurrentUpdate: its version check failed before its key was looked at again)."""
+    number = engine.submit(complaint_fields(), CS).number
+    both_past_the_lookup("_prepare")
+    outcomes = _race(*[lambda: engine.fire(number, "record", CS, RECORD,
+                                           idempotency_key="retry-1")] * 2)
+    assert _kinds(outcomes) == ["Complaint", "Complaint"], outcomes
+    assert outcomes[0] == outcomes[1]
+    assert engine.get(number, CS).version == 2
+    assert engine.verify().ok
+
+
+def test_a_different_fire_winning_the_row_is_still_a_concurrent_update(
+        engine: Engine, both_past_the_lookup: Callable[[str], None]) -> None:
+    number = engine.submit(complaint_fields(), CS).number
+    both_past_the_lookup("_prepare")
+    outcomes = _race(
+        lambda: engine.fire(number, "record", CS, RECORD, idempotency_key="a"),
+        lambda: engine.fire(number, "record", CS, RECORD, idempotency_key="b"))
+    if engine.dialect == "postgresql":
+        assert _kinds(outcomes) == ["Complaint", "ConcurrentUpdate"], outcomes
+    else:  # serialised: the second finds the complaint recorded already
+        assert _kinds(outcomes) == ["Complaint", "TriggerNotAllowed"], outcomes
