@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from complaintflow.worktime import WorkingCalendar
 __all__ = ["Compiled"]
 
 _CACHE: dict[str, Compiled] = {}
+_BUILTINS_KEPT = 4096
 _LOCK = threading.Lock()
 
 
@@ -29,6 +30,11 @@ class Compiled:
     codec: FieldCodec
     calendars: dict[str, WorkingCalendar]
     timers: TimerSet
+    #: ``builtins`` by (number, received_at): the same for every fire of a complaint, and
+    #: asking the calendar costs more than the rest of it; emptied when it grows past
+    #: ``_BUILTINS_KEPT`` complaints
+    _builtins: dict[tuple[str, datetime], dict[str, Any]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, rules: RuleSet) -> Compiled:
@@ -55,14 +61,20 @@ class Compiled:
         return self.calendars.get(name) if name else None
 
     def builtins(self, number: str, received_at: datetime) -> dict[str, Any]:
-        """Built-in condition subjects besides severity and state."""
-        out: dict[str, Any] = {"number": number, "received_at": received_at}
-        cal = self.default_calendar
-        if cal is not None:
-            out["received_in_working_time"] = cal.is_working_instant(received_at)
-            out["received_on_working_day"] = cal.is_working_day(
-                cal.to_local(received_at).date())
-        return out
+        """Built-in condition subjects besides severity and state (a new dict each time)."""
+        key = (number, received_at)
+        found = self._builtins.get(key)
+        if found is None:
+            found = {"number": number, "received_at": received_at}
+            cal = self.default_calendar
+            if cal is not None:
+                found["received_in_working_time"] = cal.is_working_instant(received_at)
+                found["received_on_working_day"] = cal.is_working_day(
+                    cal.to_local(received_at).date())
+            if len(self._builtins) >= _BUILTINS_KEPT:
+                self._builtins.clear()
+            self._builtins[key] = found
+        return dict(found)
 
     def scope(self, fields: dict[str, Any], actor: Actor, facts: Facts,
               now: datetime) -> Scope:
