@@ -23,7 +23,7 @@ from complaintflow.storage import db
 from complaintflow.storage.hashing import iso
 from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import timers as T
-from complaintflow.timers import Due, Ledger, timer_payload
+from complaintflow.timers import CompiledTimer, Due, Ledger, TimerSet, timer_payload
 from complaintflow.worktime import WorkingCalendar
 
 __all__ = ["CalendarLookup", "PgWrites", "TimerChange", "TimerPlan", "TimerRun", "apply_plan",
@@ -140,6 +140,47 @@ class TimerPlan:
         return bool(self.stopped or self.touched or self.started)
 
 
+#: what ``plan_event`` needs to know of a clock's ledger text before deciding to change it:
+#: (paused, (unit, amount)); by text, as a fire reads the same ledgers again and again
+_LEDGER_FACTS: dict[str, tuple[bool, tuple[str, int]]] = {}
+
+
+def _ledger_facts(text: str) -> tuple[bool, tuple[str, int]]:
+    found = _LEDGER_FACTS.get(text)
+    if found is None:
+        ledger = Ledger.from_text(text)
+        found = (ledger.paused, (ledger.unit, ledger.amount))
+        if len(_LEDGER_FACTS) >= 8192:
+            _LEDGER_FACTS.clear()
+        _LEDGER_FACTS[text] = found
+    return found
+
+
+def _touch(plan: TimerPlan, timers: TimerSet, calendars: CalendarLookup,
+           timer: CompiledTimer, row: Any, pausing: bool, budget: tuple[str, int],
+           to_state: str, now: datetime) -> None:
+    """Pause, resume or re-derive the running clock ``row`` as the event requires."""
+    ledger = Ledger.from_text(row.ledger)
+    touched: list[str] = []
+    if pausing and not ledger.paused:
+        ledger.pause(now, f"state:{to_state}")
+        touched.append("paused")
+    elif ledger.paused and not pausing:
+        ledger.resume(now)
+        touched.append("resumed")
+    if budget != (ledger.unit, ledger.amount) and not row.breached:
+        ledger.unit, ledger.amount = budget
+        touched.append("rederived")
+    if not touched:
+        return
+    due = timers.derive(timer, ledger, calendars(ledger.calendar, ledger.calendar_version))
+    plan.touched.append((row.id, "paused" if ledger.paused else "running", ledger.to_text(),
+                         due))
+    for what in touched:
+        plan.changes.append(
+            TimerChange(what, {**timer_payload(timer, ledger, due), "run": row.run}))
+
+
 def plan_event(
     compiled: Compiled,
     calendars: CalendarLookup,
@@ -176,26 +217,11 @@ def plan_event(
             plan.stopped.append(row.id)
             changes.append(TimerChange("stopped", {"timer": name, "run": row.run}))
             continue
-        ledger = Ledger.from_text(row.ledger)
-        touched: list[str] = []
-        if to_state in definition.pause and not ledger.paused:
-            ledger.pause(now, f"state:{to_state}")
-            touched.append("paused")
-        elif ledger.paused and to_state not in definition.pause:
-            ledger.resume(now)
-            touched.append("resumed")
-        unit, amount = timer.budget_for(scope)
-        if (unit, amount) != (ledger.unit, ledger.amount) and not row.breached:
-            ledger.unit, ledger.amount = unit, amount
-            touched.append("rederived")
-        if touched:
-            due = timers.derive(timer, ledger, calendars(ledger.calendar, ledger.calendar_version))
-            plan.touched.append((row.id, "paused" if ledger.paused else "running",
-                                 ledger.to_text(), due))
-            for what in touched:
-                changes.append(
-                    TimerChange(what, {**timer_payload(timer, ledger, due), "run": row.run})
-                )
+        paused, was = _ledger_facts(row.ledger)
+        budget = timer.budget_for(scope)
+        pausing = to_state in definition.pause
+        if pausing != paused or (budget != was and not row.breached):
+            _touch(plan, timers, calendars, timer, row, pausing, budget, to_state, now)
     for timer in timers.starters(kind, trigger, from_state, to_state):
         if timer.id in active:
             continue
