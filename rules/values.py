@@ -152,6 +152,13 @@ def _parse_decimal(raw: Any) -> Decimal:
     raise ValueProblem(f"expected a number, got {type(raw).__name__}")
 
 
+def _plain_text(raw: str) -> str:
+    """``raw`` as a ``str`` itself: a subclass (a ``StrEnum`` member, a host's own string
+    type) would be kept as given, though what is stored and read back is plain text, and an
+    old-style ``(str, Enum)`` member even prints as ``Dept.QUALITY`` in an index column."""
+    return raw if type(raw) is str else str.__str__(raw)
+
+
 def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None,
            recorded: bool = False) -> Any:
     """Check ``raw`` against ``vtype`` and return the Python value; ``ValueError`` if bad.
@@ -168,7 +175,7 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None,
         problem = text_problem(raw, recorded=recorded)
         if problem is not None:
             raise ValueProblem(problem)
-        return raw
+        return _plain_text(raw)
     if kind == "integer":
         if isinstance(raw, bool) or not isinstance(raw, int | str):
             raise ValueProblem(f"expected an integer, got {type(raw).__name__}")
@@ -195,7 +202,7 @@ def coerce(vtype: ValueType, raw: Any, *, max_length: int | None = None,
         if not isinstance(raw, str) or raw not in vtype.values:
             near = hint(raw, vtype.values) if isinstance(raw, str) else ""
             raise ValueProblem(f"{raw!r} is not one of {', '.join(vtype.values)}{near}")
-        return raw
+        return _plain_text(raw)
     if kind in ("enum_list", "string_list"):
         if not isinstance(raw, list | tuple):
             raise ValueProblem(f"expected a list, got {type(raw).__name__}")

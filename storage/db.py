@@ -280,7 +280,7 @@ def sqlite_datetime_in(value: datetime | None) -> str | None:
 
 
 #: the last datetime ``sqlite_datetime_in`` wrote and its text (see ``hashing.iso``)
-_stored_last: tuple[datetime | None, str] = (None, "")
+_stored_last: tuple[object, str] = (object(), "")
 
 
 class SqliteWrite:

@@ -92,8 +92,9 @@ def parse_canonical(text: Any) -> Any:
 #: the last instant ``iso`` wrote and its text: one fire writes the same ``now`` several
 #: times (the event, its hash, the clocks' ledgers and deadlines), and ``isoformat`` is
 #: slow. Compared by identity: a datetime never changes, so the same object has the same
-#: text. A tuple, replaced whole, so threads never see a half-written pair.
-_iso_last: tuple[datetime | None, str] = (None, "")
+#: text (given a tzinfo whose offset for an instant never changes, as every real one).
+#: A tuple, replaced whole, so threads never see a half-written pair.
+_iso_last: tuple[object, str] = (object(), "")
 
 
 def iso(moment: datetime) -> str:

@@ -32,10 +32,14 @@ class RememberedRow:
 
 
 class RowMemo:
-    """The rows of the ``size`` complaints written most recently by this engine."""
+    """The rows of the ``size`` complaints written most recently by this engine, as long as
+    their texts come to at most ``chars`` characters together (the decoded values take
+    about as much again); a row whose texts alone exceed a 64th of that is not kept."""
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, size: int = 1024, chars: int = 4_000_000) -> None:
         self._size = size
+        self._chars = chars
+        self._held = 0
         self._rows: dict[int, RememberedRow] = {}
         self._lock = threading.Lock()
 
@@ -56,15 +60,24 @@ class RowMemo:
         return found.facts.copy()
 
     def remember(self, complaint_id: int, row: RememberedRow) -> None:
-        if self._size <= 0:
-            return
+        size = _chars(row)
         with self._lock:
             rows = self._rows
-            rows.pop(complaint_id, None)  # to the end: the most recent
+            old = rows.pop(complaint_id, None)  # to the end: the most recent
+            if old is not None:
+                self._held -= _chars(old)
+            if self._size <= 0 or size * 64 > self._chars:
+                return
             rows[complaint_id] = row
-            if len(rows) > self._size:
-                del rows[next(iter(rows))]
+            self._held += size
+            while len(rows) > self._size or self._held > self._chars:
+                self._held -= _chars(rows.pop(next(iter(rows))))
 
     def clear(self) -> None:
         with self._lock:
             self._rows.clear()
+            self._held = 0
+
+
+def _chars(row: RememberedRow) -> int:
+    return len(row.fields_text) + len(row.facts_text)

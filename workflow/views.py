@@ -179,7 +179,8 @@ class FieldCodec:
         names are decoded again: the caller knows the other values came from decoding
         their JSON form."""
         types = self.rules.subject_types
-        raw = dict(sorted(stored.items()))
+        # lists copied: ``stored`` shares them with the event's payload, which observers get
+        raw = {k: list(v) if type(v) is list else v for k, v in sorted(stored.items())}
         out = {k: values[k] for k in raw}
         for name in raw if only is None else only:
             value = raw.get(name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from complaintflow import Complaint, Engine, SimulatedClock
-from complaintflow.rowmemo import RowMemo
+from complaintflow import CommittedEvent, Complaint, Engine, SimulatedClock
+from complaintflow.rowmemo import RememberedRow, RowMemo
+from complaintflow.states.conditions import Facts
 from tests.support import CS, SALES, complaint_fields
 
 START = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
@@ -132,3 +134,71 @@ def test_hand_edited_facts_are_read_again(tmp_path: Path) -> None:
         with engine.database.connect() as conn:
             text = conn.execute(sa.text("SELECT facts FROM complaints")).scalar_one()
         assert '"respond":8' in text
+
+
+class Dept(str, Enum):  # noqa: UP042 - an old-style string enum, as hosts still have
+    QUALITY = "quality"
+
+
+class Handler(str):  # a host's own string type
+    pass
+
+
+def test_values_of_a_str_subclass_are_plain_text(tmp_path: Path) -> None:
+    """A host's string subclass is stored and read back as plain text, so a remembered row
+    cannot keep it (before: the next fire returned the subclass with the memo and ``str``
+    without it, and the department index column read ``Dept.QUALITY``)."""
+    lockstep([
+        ("record", CS, {"readback_confirmed": True}),
+        ("confirm", CS, {"responsible_department": Dept.QUALITY, "handler": Handler("wang.qa")}),
+        ("contact_customer", CS, {"contact_note": Handler("已联系")}),
+        ("contact_customer", CS, {"contact_note": "再次联系"}),
+    ], {})
+    with Engine.open(f"sqlite:///{tmp_path / 'c.db'}", clock=SimulatedClock(START)) as engine:
+        number = engine.submit(complaint_fields(), CS).number
+        engine.fire(number, "record", CS, {"readback_confirmed": True})
+        done = engine.fire(number, "confirm", CS, {"responsible_department": Dept.QUALITY,
+                                                   "handler": Handler("wang.qa")})
+        assert type(done.fields["responsible_department"]) is str
+        assert (done.department, type(done.fields["handler"])) == ("quality", str)
+        assert engine.verify().ok
+
+
+def test_an_observer_changing_a_payload_changes_no_row(tmp_path: Path) -> None:
+    def tidy(committed: CommittedEvent) -> None:
+        for value in committed.event.payload.get("set", {}).values():
+            if isinstance(value, list):
+                value.sort()  # a display hook tidying lists in place
+
+    clock = SimulatedClock(START)
+    with Engine.open(f"sqlite:///{tmp_path / 'c.db'}", clock=clock) as engine:
+        engine.subscribe(tidy)
+        number = engine.submit(complaint_fields(), CS).number
+        engine.fire(number, "record", CS, {"readback_confirmed": True,
+                                           "customer_demand": ["return", "apology"]})
+        clock.advance(timedelta(minutes=5))
+        after = engine.fire(number, "respond", CS, {"response_note": "已回复"})
+        assert after.fields["customer_demand"] == ("return", "apology")
+        assert engine.verify().ok
+
+
+def test_the_memo_keeps_to_its_budget() -> None:
+    memo = RowMemo(size=3, chars=6400)
+
+    def row(n: int, size: int) -> RememberedRow:
+        return RememberedRow("v", "x" * size, {}, {}, "", Facts())
+
+    for n in range(5):
+        memo.remember(n, row(n, 10))
+    assert [n for n in range(5) if memo.fields(n, "v", "x" * 10)] == [2, 3, 4]
+    memo.remember(9, row(9, 101))  # above a 64th of the budget: not kept
+    assert memo.fields(9, "v", "x" * 101) is None
+    memo.clear()
+    for n in range(3):
+        memo.remember(n, row(n, 100))
+    memo.remember(3, row(3, 6200))  # too big: kept out, the others stay
+    assert memo.fields(3, "v", "x" * 6200) is None
+    by_chars = RowMemo(size=100, chars=640)  # room for 64 rows of 10 characters
+    for n in range(70):
+        by_chars.remember(n, row(n, 10))
+    assert [n for n in range(70) if by_chars.fields(n, "v", "x" * 10)] == list(range(6, 70))
