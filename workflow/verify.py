@@ -337,9 +337,10 @@ def _check_chain(row: Any, events: Sequence[StoredEvent],
                          datetime.fromisoformat(ev.occurred_at) if ev.trigger else None)
         prev = ev.hash
         last = ev
-    if last is None:
-        if row.head_seq:
-            out.append(Finding(number, 1, "truncated", "the complaint has no events left"))
+    if last is None:  # a submission always commits its row with event 1
+        out.append(Finding(number, 1, "truncated", "the complaint has no events left" if
+                           row.head_seq else "the complaint has no events, and its row says "
+                           "it never had any (a submission always records event 1)"))
         return out
     if row.head_seq > last.seq:
         out.append(Finding(number, last.seq + 1, "truncated",

@@ -175,6 +175,24 @@ def test_all_events_of_a_complaint_deleted(engine: Engine) -> None:
     assert findings(engine.verify()) == [(target, 1, "truncated")]
 
 
+def test_complaint_emptied_to_a_shell_row(engine: Engine) -> None:
+    """Its history deleted and its row reset to look as if it never had any: the row still
+    holds its number's place in the sequence, so only the missing events can show it."""
+    numbers = populate(engine)
+    target = numbers[1]
+    cid = complaint_id(engine, target)
+    with engine.database.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            if "complaint_id" in table.c:
+                conn.execute(sa.delete(table).where(table.c.complaint_id == cid))
+        conn.execute(sa.update(C).where(C.c.id == cid).values(
+            head_seq=0, version=0, fields="{}", facts=None))
+    report = engine.verify()
+    assert findings(report) == [(target, 1, "truncated")]
+    assert "never had any" in report.findings[0].detail
+    assert findings(engine.verify(deep=True))[:1] == [(target, 1, "truncated")]
+
+
 def test_deleted_complaint_with_its_events(engine: Engine) -> None:
     numbers = populate(engine)
     target = numbers[1]
