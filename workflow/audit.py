@@ -14,7 +14,14 @@ from sqlalchemy.engine import Connection
 from complaintflow import arguments
 from complaintflow.actor import Actor
 from complaintflow.errors import FieldProblem, InvalidInput, NotFound
-from complaintflow.replay import DeepVerifier, Replayed, ReplayedTimer, replay_events
+from complaintflow.replay import (
+    MALFORMED,
+    DeepVerifier,
+    Replayed,
+    ReplayedTimer,
+    malformed_history,
+    replay_events,
+)
 from complaintflow.storage import db
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import events as E
@@ -117,20 +124,28 @@ def replay(engine: Engine, number: str, at: datetime | None = None,
                                      ).first() is None:
             raise NotFound("complaint", number)
         events = [engine.event_view(number, ev, None) for ev in rows]
-        replayed = replay_events(
-            number, events, at, _remaining(engine, conn),
-            lambda version: engine.compiled(conn, version).rules.severity_levels)
+        try:
+            replayed = replay_events(
+                number, events, at, _remaining(engine, conn),
+                lambda version: engine.compiled(conn, version).rules.severity_levels)
+            if replayed is not None:
+                compiled = engine.compiled(conn, replayed.ruleset)
+                if actor is None or not compiled.rules.may_read_personal(actor.roles):
+                    personal = compiled.rules.personal_fields
+                    replayed.fields = {k: (mask_value(v) if k in personal else v)
+                                       for k, v in replayed.fields.items()}
+                    replayed.events = [engine.mask_event(e, actor) for e in replayed.events]
+        except MALFORMED as exc:
+            found = malformed_history(number, events,
+                                      lambda version: engine.compiled(conn, version).codec)
+            if found is None:
+                raise  # nothing stored is malformed: a fault of the replay itself
+            raise found from exc
         if replayed is None:
             first = engine.shown(events[0].occurred_at) if events else "never"
             raise InvalidInput([FieldProblem(
                 "at", f"{engine.shown(at) if at else at} is before the complaint existed "
                       f"(received {first})")], context="replay")
-        compiled = engine.compiled(conn, replayed.ruleset)
-        if actor is None or not compiled.rules.may_read_personal(actor.roles):
-            personal = compiled.rules.personal_fields
-            replayed.fields = {k: (mask_value(v) if k in personal else v)
-                               for k, v in replayed.fields.items()}
-            replayed.events = [engine.mask_event(e, actor) for e in replayed.events]
         return replayed
 
 

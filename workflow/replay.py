@@ -17,7 +17,14 @@ from zoneinfo import ZoneInfo
 
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
-from complaintflow.errors import ComplaintflowError, NotFound, TransitionRefused
+from complaintflow.errors import (
+    CalendarError,
+    ComplaintflowError,
+    IntegrityError,
+    NotFound,
+    TransitionRefused,
+)
+from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import raise_level
 from complaintflow.states.conditions import Facts, Scope, fields_read
 from complaintflow.states.guards import CompiledTransition
@@ -30,10 +37,11 @@ from complaintflow.timers import (
     recorded_actions,
 )
 from complaintflow.verify import MISSED_AFTER, Finding, StoredEvent, fold_fields
-from complaintflow.views import HistoryEvent
+from complaintflow.views import FieldCodec, HistoryEvent
 from complaintflow.worktime import WorkingCalendar
 
-__all__ = ["DeepVerifier", "Replayed", "ReplayedTimer", "fold", "fold_event", "replay_events"]
+__all__ = ["MALFORMED", "DeepVerifier", "Replayed", "ReplayedTimer", "fold", "fold_event",
+           "malformed_history", "payload_problem", "replay_events"]
 
 
 @dataclass
@@ -300,7 +308,36 @@ class DeepVerifier:
         that warnings and breaches match what the clocks imply and each breach records the
         actions of its timer's ``on_breach``; ``stored``: the current row's ``state``,
         ``fields``, ``severity_floor`` and ``escalated_to`` (those given), compared with
-        the replay."""
+        the replay. A payload the engine would never write (a forger re-hashed it) ends the
+        complaint's checks with a ``bad_payload`` finding for each malformed event."""
+        try:
+            yield from self._findings(number, events, stored)
+        except MALFORMED:
+            malformed = list(self._malformed(number, events))
+            if not malformed:
+                raise  # nothing stored is malformed: a fault of the verifier itself
+            yield from malformed
+
+    def _malformed(self, number: str, events: Sequence[StoredEvent]) -> Iterator[Finding]:
+        """A ``bad_payload`` finding for each event whose payload ``payload_problem``
+        calls malformed (asked only after checking the complaint failed)."""
+        for event in events:
+            raw = event.parsed()
+            if raw is None:
+                continue  # already a finding
+            try:
+                p = self._upcast(raw, event.schema_version)
+                codec: FieldCodec | None = self.version(event.ruleset).compiled.codec
+            except ComplaintflowError:
+                codec = None
+                p = raw
+            problem = payload_problem(event.type, p, codec)
+            if problem is not None:
+                yield Finding(number, event.seq, "bad_payload",
+                              f"the stored {event.type} payload is malformed: {problem}")
+
+    def _findings(self, number: str, events: Sequence[StoredEvent],
+                  stored: Mapping[str, Any] | None) -> Iterator[Finding]:
         if not events:
             return
         upcast = self._upcast
@@ -1061,3 +1098,155 @@ def _names(items: list[Any], keys: list[_Key]) -> bool:
         if type(item) is not dict or (str(item.get("timer")), int(item.get("run", 1))) != key:
             return False
     return True
+
+
+# -- malformed payloads ---------------------------------------------------------------------
+
+#: what a deep check or a replay may raise on a payload the engine would never write (a
+#: forger re-hashed it); ``payload_problem`` then says what is malformed
+MALFORMED = (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError,
+             RecursionError, CalendarError)
+_TIMER_CHANGES = ("started", "stopped", "paused", "resumed", "rederived")
+#: the events whose payload names one clock (``timer``, ``run``) and maybe its deadline
+_CLOCK_TYPES = _CLOCK_EVENTS | {"timer_action_refused"}
+
+
+def _kind_of(value: Any) -> str:
+    return "null" if value is None else {dict: "an object", list: "a list", str: "a string",
+                                         bool: "a boolean"}.get(type(value),
+                                                                type(value).__name__)
+
+
+def _instant_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"is {_kind_of(value)}, not an ISO instant"
+    try:
+        parsed = parse_iso(value)
+    except ValueError:
+        return f"{value[:40]!r} is not an ISO instant"
+    return None if parsed.tzinfo is not None else f"{value[:40]!r} has no UTC offset"
+
+
+def _run_problem(item: Mapping[str, Any]) -> str | None:
+    run = item.get("run", 1)
+    if type(run) is not int or not 1 <= run <= 2**31:
+        return f"run is {run!r:.40}, not a run number"
+    return None
+
+
+def _timer_item_problem(kind: str, item: Any) -> str | None:
+    """What is wrong with one entry of a payload's ``timers.<kind>`` list, if anything."""
+    if type(item) is not dict:
+        return f"is {_kind_of(item)}, not an object"
+    if not isinstance(item.get("timer"), str):
+        return f"timer is {_kind_of(item.get('timer'))}, not a timer name"
+    problem = _run_problem(item)
+    if problem is not None:
+        return problem
+    if kind == "stopped":
+        return None
+    if item.get("due_at") is not None:
+        problem = _instant_problem(item["due_at"])
+        if problem is not None:
+            return f"due_at {problem}"
+    if kind == "started":
+        problem = _instant_problem(item.get("started_at"))
+        if problem is not None:
+            return f"started_at {problem}"
+    if ("budget" in item or kind == "started") and type(item.get("budget")) is not dict:
+        return f"budget is {_kind_of(item.get('budget'))}, not an object"
+    return None
+
+
+def _values_problem(key: str, value: Any, codec: FieldCodec | None) -> str | None:
+    if type(value) is not dict:
+        return f"{key} is {_kind_of(value)}, not an object"
+    if codec is None:
+        return None
+    for name, raw in value.items():
+        if raw is None and key == "set":
+            continue  # a cleared field
+        try:
+            codec.decode({name: raw})
+        except MALFORMED as exc:
+            return f"{key}.{name}: {raw!r:.40} does not decode ({exc})"
+    return None
+
+
+def payload_problem(type_: str, p: Mapping[str, Any], codec: FieldCodec | None = None
+                    ) -> str | None:
+    """What is malformed in an event's payload (upcast) as replay and deep verification
+    read it, or ``None``; ``codec``: the event's rule version's, to check the field values
+    decode. Asked only once reading a payload failed: the valid path never pays for it."""
+    for key in ("fields", "set"):
+        if key in p:
+            problem = _values_problem(key, p[key], codec)
+            if problem is not None:
+                return problem
+    dropped = p.get("dropped_fields", [])
+    if type(dropped) is not list or not all(isinstance(n, str) for n in dropped):
+        return "dropped_fields is not a list of field names"
+    if p.get("severity") is not None and not isinstance(p["severity"], str):
+        return f"severity is {_kind_of(p['severity'])}, not a level"
+    if "timers" in p:
+        changes = p["timers"]
+        if type(changes) is not dict:
+            return f"timers is {_kind_of(changes)}, not an object"
+        for kind in _TIMER_CHANGES:
+            items = changes.get(kind, [])
+            if type(items) is not list:
+                return f"timers.{kind} is {_kind_of(items)}, not a list"
+            for index, item in enumerate(items):
+                problem = _timer_item_problem(kind, item)
+                if problem is not None:
+                    return f"timers.{kind}[{index}] {problem}"
+    if type_ not in _CLOCK_TYPES:
+        return None
+    if not isinstance(p.get("timer"), str):
+        return f"timer is {_kind_of(p.get('timer'))}, not a timer name"
+    problem = _run_problem(p)
+    if problem is not None:
+        return problem
+    deadline = p.get("index")
+    if deadline is not None and (type(deadline) is not int or not 0 <= deadline <= 2**31):
+        return f"index is {deadline!r:.40}, not a deadline index"
+    if p.get("due_at") is not None or type_ == "timer_breached":
+        problem = _instant_problem(p.get("due_at"))
+        if problem is not None:
+            return f"due_at {problem}"
+    if type_ == "timer_extended":
+        amount = p.get("amount", 0)
+        if type(amount) is not int or not 0 <= amount <= max(MAX_DURATION.values()):
+            return f"amount is {amount!r:.40}, not an extension amount"
+        if "budget" in p and type(p["budget"]) is not dict:
+            return f"budget is {_kind_of(p['budget'])}, not an object"
+    if p.get("calendar_version") is not None and not isinstance(p["calendar_version"], str):
+        return f"calendar_version is {_kind_of(p['calendar_version'])}, not a rule-set hash"
+    consent = p.get("consent")
+    if isinstance(consent, dict):
+        if consent.get("given_at"):
+            problem = _instant_problem(consent["given_at"])
+            if problem is not None:
+                return f"consent.given_at {problem}"
+        if consent.get("given_by") is not None and not isinstance(consent["given_by"], str):
+            return f"consent.given_by is {_kind_of(consent['given_by'])}, not a name"
+    return None
+
+
+def malformed_history(number: str, events: Iterable[HistoryEvent],
+                      codec_for: Callable[[str], FieldCodec]) -> IntegrityError | None:
+    """``IntegrityError`` naming the first event of ``events`` whose payload is malformed
+    (``payload_problem``), or ``None``; for a replay that failed reading them."""
+    for event in events:
+        try:
+            codec: FieldCodec | None = codec_for(event.ruleset)
+        except ComplaintflowError:
+            codec = None
+        problem = payload_problem(event.type, event.payload, codec)
+        if problem is not None:
+            return IntegrityError(
+                f"event {event.seq} of {number}: its stored {event.type} payload is "
+                f"malformed ({problem}); the row was changed outside the engine "
+                "(`complaintflow audit verify --deep` checks the whole history)",
+                number, event.seq)
+    return None

@@ -702,6 +702,26 @@ def test_audit_replay_errors(db: Path, numbers: dict[str, str]) -> None:
     assert "no complaint" in expected_error(cli(db, "audit", "replay", "TS-1999-000001"))
 
 
+def test_audit_replay_and_verify_of_a_forged_malformed_payload(
+    db: Path, numbers: dict[str, str]
+) -> None:
+    from tests.integration.test_replay_audit import forge
+
+    engine = Engine.open(f"sqlite:///{db}")
+    try:  # record stops registration: a forger adds an entry that is not an object
+        forge(engine, numbers["C"], 2, lambda p: p["timers"]["stopped"].append("x"))
+    finally:
+        engine.close()
+    err = expected_error(cli(db, "audit", "replay", numbers["C"]))
+    assert err.startswith(f"error: event 2 of {numbers['C']}: its stored transition payload "
+                          "is malformed (timers.stopped[")
+    doc = cli_json(db, "audit", "replay", numbers["C"], code=1)
+    assert doc["error"]["type"] == "IntegrityError"
+    found = [f for f in cli_json(db, "audit", "verify", "--deep", code=1)["findings"]
+             if f["number"] == numbers["C"]]
+    assert [(f["seq"], f["kind"]) for f in found] == [(2, "bad_payload")]
+
+
 # -- verify ---------------------------------------------------------------------------------
 
 
