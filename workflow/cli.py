@@ -444,23 +444,6 @@ def _budget(view: TimerView) -> str:
     return text + (f" +{extended} extended" if extended else "")
 
 
-class _Counting:
-    """A text stream that counts rows written (one ``write`` per row, after ``skip`` header
-    writes) for a progress bar."""
-
-    def __init__(self, target: TextIO, step: Callable[[], None], skip: int = 0) -> None:
-        self.target = target
-        self.step = step
-        self.skip = skip
-
-    def write(self, text: str) -> int:
-        if self.skip:
-            self.skip -= 1
-        else:
-            self.step()
-        return self.target.write(text)
-
-
 def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
@@ -1704,6 +1687,10 @@ def audit_export(
     to_stdout = output == "-"
     with open_engine(settings, actor) as engine:
         zone = _zone(engine)
+        first, last = _aware(start, zone), _aware(end, zone)
+        if first is not None and last is not None and first > last:
+            raise click.BadParameter(f"{since!r} is later than --until {until!r}: the "
+                                     "export would select nothing", param_hint="--since")
         if number is not None:
             engine.get(number)  # no complaint: an error before any file is created
         # a file is replaced only by a complete export (an error leaves an existing one)
@@ -1711,16 +1698,8 @@ def audit_export(
             else open_destination(output)
         with destination as out, _progress(_err()) as bar:
             task = bar.add_task("exporting (events)", total=None)
-            counting = _Counting(out, lambda: bar.advance(task), int(fmt == "csv"))
-            result = export_events(
-                engine,
-                counting,  # type: ignore[arg-type]  # a write() is all it needs
-                fmt,
-                number=number,
-                since=_aware(start, zone),
-                until=_aware(end, zone),
-                actor=actor,
-            )
+            result = export_events(engine, out, fmt, number=number, since=first, until=last,
+                                   actor=actor, progress=lambda: bar.advance(task))
         if to_stdout:
             out.flush()
     summary = {"events": result.events, "complaints": result.complaints, "output": output,

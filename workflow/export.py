@@ -30,7 +30,7 @@ import io
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -127,13 +127,20 @@ def _instant(moment: datetime | None) -> str | None:
 
 def export_events(engine: Engine, out: TextIO, fmt: str = "jsonl", *,
                   number: str | None = None, since: datetime | None = None,
-                  until: datetime | None = None, actor: Actor | None = None) -> ExportResult:
-    """Write events (one per line / row) and the end record to ``out``."""
+                  until: datetime | None = None, actor: Actor | None = None,
+                  progress: Callable[[], None] | None = None) -> ExportResult:
+    """Write events (one per line / row) and the end record to ``out``; events at or after
+    ``since`` and before ``until``. ``progress`` is called after each event written (not
+    for the header or the end record). Bad arguments are refused before anything is
+    written."""
     if fmt not in ("jsonl", "csv"):
         raise InvalidInput([FieldProblem("format", "jsonl or csv")], context="export")
     for name, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidInput([FieldProblem(name, "an aware datetime")], context="export")
+    if since is not None and until is not None and since > until:
+        raise InvalidInput([FieldProblem("until", f"{_instant(until)} is before since "
+                                                  f"({_instant(since)})")], context="export")
     count = 0
     numbers: set[str] = set()
     digest = hashlib.sha256()
@@ -148,6 +155,8 @@ def export_events(engine: Engine, out: TextIO, fmt: str = "jsonl", *,
         count += 1
         numbers.add(row["number"])
         digest.update(row["hash"].encode("utf-8") + b"\n")
+        if progress is not None:
+            progress()
     result = ExportResult(count, len(numbers), digest.hexdigest())
     end = {
         "version": END_VERSION, "events": result.events, "complaints": result.complaints,

@@ -958,6 +958,11 @@ def test_an_export_of_one_complaint_and_of_a_date_range(
         export_text(engine, number="TS-2026-999999")
     with pytest.raises(InvalidInput):
         export_text(engine, since=middle.replace(tzinfo=None))
+    out = io.StringIO()
+    with pytest.raises(InvalidInput) as info:  # refused before anything is written
+        export.export_events(engine, out, "csv", since=end, until=middle)
+    assert info.value.problems[0].field == "until" and out.getvalue() == ""
+    assert export_text(engine, since=middle, until=middle)[0] == 0  # empty, not wrong
     with pytest.raises(InvalidInput):
         export_text(engine, "xml")
 

@@ -805,6 +805,26 @@ def test_audit_export_errors(db: Path, tmp_path: Path) -> None:
     assert "no complaint 'TS-1999-000001'" in err and not target.exists()
     err = expected_error(cli(db, "audit", "export", "--since", "soon", "--output", str(target)))
     assert "--since: 'soon' is not an ISO 8601 time" in err and not target.exists()
+    for output in (str(target), "-"):  # a range that selects nothing is a usage error
+        result = cli(db, "audit", "export", "--since", "2026-03-03", "--until",
+                     "2026-03-02T23:59", "--output", output)
+        err = expected_error(result, 2)
+        assert "--since: '2026-03-03' is later than --until '2026-03-02T23:59'" in err
+        assert result.stdout == "" and not target.exists()
+    doc = cli_json(db, "audit", "export", "--since", "2026-03-03T00:00+08:00", "--until",
+                   "2026-03-02T15:59Z", "--output", str(target), code=2)
+    assert doc["error"]["type"] == "UsageError" and not target.exists()
+
+
+def test_audit_export_progress_counts_the_events_not_the_end_record(
+    db: Path, tmp_path: Path, numbers: dict[str, str]
+) -> None:
+    for name in ("c.jsonl", "c.csv"):
+        result = cli(db, "audit", "export", "--number", numbers["C"], "--output",
+                     str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        assert "exported 3 events of 1 complaint" in result.stderr
+        assert "3/?" in result.stderr and "4/?" not in result.stderr
 
 
 def test_check_export_finds_an_edited_row(db: Path, tmp_path: Path) -> None:
