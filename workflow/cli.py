@@ -444,6 +444,10 @@ def _budget(view: TimerView) -> str:
     return text + (f" +{extended} extended" if extended else "")
 
 
+#: the offsets Engine.find and Engine.list_timers accept (below 2**62)
+_OFFSET = click.IntRange(0, 2**62 - 1)
+
+
 def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
@@ -961,7 +965,7 @@ def history(
 @click.option("--department", "department_filter", metavar="D", help="The responsible department.")
 @click.option("--handler", metavar="H")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(0, 2**62), default=0, show_default=True)
+@click.option("--offset", type=_OFFSET, default=0, show_default=True)
 @click.option(
     "--actor",
     "actor_id",
@@ -1874,7 +1878,7 @@ def timers_group() -> None:
     help="Only breached (or only not breached) clocks.",
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option("--offset", type=click.IntRange(0, 2**62), default=0, show_default=True)
+@click.option("--offset", type=_OFFSET, default=0, show_default=True)
 @click.pass_context
 def timers_list(
     ctx: click.Context, status: str | None, breached: bool | None, limit: int, offset: int

@@ -595,6 +595,8 @@ def test_demo_will_not_replace_a_real_database(db: Path) -> None:
 @pytest.mark.parametrize("args", [
     ("list", "--offset", str(10**20)),
     ("timers", "list", "--offset", str(10**20)),
+    ("list", "--offset", str(2**62)),  # the help allowed it; the engine refused it
+    ("timers", "list", "--offset", str(2**62)),
     ("outbox", "ack", str(10**23)),
     ("timers", "extend", "TS-2026-000001", "first_response", "--amount", str(10**8),
      "--reason", "x", "--consent-by", "张伟", "--consent-at", "2026-03-02T09:00",
@@ -607,6 +609,16 @@ def test_numbers_too_large_for_the_database_are_usage_errors(db: Path,
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "range" in result.output
+
+
+@pytest.mark.parametrize("command", [("list",), ("timers", "list")])
+def test_the_largest_offset_the_help_shows_is_accepted(db: Path,
+                                                       command: tuple[str, ...]) -> None:
+    submit(db)
+    help_text = " ".join(ok(cli(db, *command, "--help")).split())
+    assert f"0<=x<={2**62 - 1}]" in help_text
+    doc = cli_json(db, *command, "--offset", str(2**62 - 1))
+    assert doc["offset"] == 2**62 - 1
 
 
 def test_usage_errors_under_json_are_a_json_error_document(db: Path) -> None:
