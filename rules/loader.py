@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -422,6 +423,13 @@ def _allowed_keys(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
+def _accepts(pattern: str, example: str) -> bool:
+    try:
+        return re.fullmatch(pattern, example) is not None
+    except re.error:
+        return False
+
+
 def _describe_alternative(label: str) -> str:
     if label.startswith("literal["):
         return label[len("literal["):-1]
@@ -524,12 +532,13 @@ def _structural_problems(exc: ValidationError, source: SourceMap) -> list[RulePr
                 expected = "this key"
             elif kind == "string_pattern_mismatch":
                 pattern = str(err.get("ctx", {}).get("pattern", ""))
+                # by what the pattern accepts: "-" is also in a class such as [0-5]
                 if pattern.startswith("^[a-z]"):
                     expected = "a lower-case identifier such as 'claimed_amount'"
-                elif "-" in pattern and ":" in pattern:
+                elif _accepts(pattern, "08:30-12:00"):
                     expected = "an interval such as '08:30-12:00' (24-hour clock)"
-                elif ":" in pattern:
-                    expected = "a time such as '09:00' (24-hour clock)"
+                elif _accepts(pattern, "09:00"):
+                    expected = "a time of day such as '09:00' (24-hour clock)"
                 else:
                     expected = f"text matching {pattern}"
             message = err["msg"] if kind == "missing" else f"{err['msg']} (got {shown})"

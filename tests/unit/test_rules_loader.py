@@ -327,6 +327,29 @@ def test_identifiers_are_lower_case() -> None:
     assert_at(problem, text, "Manager")
 
 
+def test_a_review_time_is_a_time_of_day_and_office_hours_an_interval() -> None:
+    """Both patterns hold a '-' ([0-9]); a review's ``at`` was said to expect an interval."""
+    calendar = """\
+calendars:
+  - id: office
+    label: {zh: 办公时间, en: Office hours}
+    hours:
+      mon: ["8:30-12:00"]
+reviews:
+  - id: monthly
+    label: {zh: 月度审查, en: Monthly review}
+    day_of_month: 4
+    at: "9am"
+    calendar: office
+    states: [received]
+    notify: [manager]
+"""
+    problems = {p.path: p for p in problems_of(MINIMAL + calendar)}
+    assert problems["reviews[0].at"].expected == "a time of day such as '09:00' (24-hour clock)"
+    assert problems["calendars[0].hours.mon[0]"].expected == \
+        "an interval such as '08:30-12:00' (24-hour clock)"
+
+
 # -- references ----------------------------------------------------------------------------
 
 
