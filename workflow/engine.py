@@ -1358,8 +1358,12 @@ class Engine:
                             ev.prev_hash, ev.hash)
 
     def mask_event(self, event: HistoryEvent, actor: Actor | None) -> HistoryEvent:
-        """``event`` with personal data masked unless ``actor`` may read it."""
-        compiled = self._versions.get(event.ruleset, self._versions[self.rules.version])
+        """``event`` with personal data masked unless ``actor`` may read it, by the personal
+        fields and readers of the rule version the event was recorded under."""
+        compiled = self._versions.get(event.ruleset)
+        if compiled is None:  # not read by this engine yet (not: the current rules)
+            with db.read(self.database) as conn:
+                compiled = self.compiled(conn, event.ruleset)
         rules = compiled.rules
         if actor is not None and rules.may_read_personal(actor.roles):
             return event

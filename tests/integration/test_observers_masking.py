@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from complaintflow import (
     SimulatedClock,
     UnknownTrigger,
 )
+from complaintflow.rules.loader import default_rules_text
 from tests.support import AFTER, AUDITOR, CS, GM, QA, SALES, TOP, complaint_fields
 
 PERSONAL = ("address", "contact_person", "email", "phone")
@@ -253,3 +255,28 @@ def test_mask_event_copies_only_events_with_personal_data(engine: Engine) -> Non
     assert engine.mask_event(submitted, CS) is submitted  # CS may read personal data
     replayed = engine.replay(number)
     assert replayed.events[1] == recorded and replayed.events[0] == masked
+
+
+def test_mask_event_masks_by_the_rule_version_of_the_event(
+    db_url: str, clock: SimulatedClock, tmp_path: Path
+) -> None:
+    """An event of a version this engine has not read yet was masked by the current rules:
+    a field personal when it was recorded (phone) was handed out in clear."""
+    old = Engine.open(db_url, clock=clock)
+    try:
+        number = old.submit(complaint_fields(), CS).number
+        submitted = old.history(number, CS)[0]
+    finally:
+        old.close()
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(default_rules_text().replace(
+        "{id: phone, type: string, personal: true,", "{id: phone, type: string,"), "utf-8")
+    engine = Engine.open(db_url, clock=clock, rules=str(newer))
+    try:
+        assert "phone" not in engine.rules.personal_fields
+        masked = engine.mask_event(submitted, None).payload["fields"]
+        assert masked["phone"] == "138****5678"
+        assert_masked(masked)
+        assert engine.history(number)[0].payload["fields"]["phone"] == "138****5678"
+    finally:
+        engine.close()
