@@ -63,6 +63,10 @@ class MigrationRefused(InvalidInput):
 
 @dataclass
 class MigrationItem:
+    """What moving one complaint would change. ``newly_required``: the fields it lacks that
+    the target requires, at submission or by a transition out of the state it moves to,
+    and that its rules in force did not require to leave its state."""
+
     number: str
     from_version: str
     to_version: str
@@ -234,8 +238,12 @@ def _plan_one(conn: Connection, engine: Engine, row: Any, target: str,
             check_field(fdef, raw)
         except ValueProblem as exc:
             item.problems.append(f"field {name!r} does not fit the target: {exc}")
-    item.newly_required = sorted(f.id for f in dest.rules.definition.fields
-                                 if f.required and is_blank(stored.get(f.id)))
+    # required at submission, or to leave the state it will be in, where the rules in force
+    # did not require it to leave its state
+    required = {f.id for f in dest.rules.definition.fields if f.required}
+    required |= _required_to_leave(dest.rules, new_state) - _required_to_leave(source.rules,
+                                                                               row.state)
+    item.newly_required = sorted(name for name in required if is_blank(stored.get(name)))
     active = {r.timer for r in conn.execute(sa.select(T.c.timer).where(
         T.c.complaint_id == row.id, T.c.status != "stopped"))}
     for name in sorted(active):
@@ -253,6 +261,12 @@ def _plan_one(conn: Connection, engine: Engine, row: Any, target: str,
                 and t.id not in source.timers.by_id:
             item.timers_added.append(t.id)
     return item
+
+
+def _required_to_leave(rules: RuleSet, state: str) -> set[str]:
+    """The fields some transition out of ``state`` requires (``requires``)."""
+    return {name for t in rules.definition.transitions if state in t.source
+            for name in t.requires}
 
 
 def _scope(dest: Any, row: Any, state: str, stored: Mapping[str, Any], facts: Facts,

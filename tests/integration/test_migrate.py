@@ -458,3 +458,38 @@ def test_progress_counts_every_complaint_and_nothing_is_committed_before_the_end
     assert seen == [*(("checking", i, total) for i in range(1, total + 1)),
                     *(("moving", i, total) for i in range(1, total + 1))]
     assert all(world.old.get(n).ruleset == target for n in world.open_numbers)
+
+
+def test_plan_lists_fields_a_way_out_of_the_current_state_newly_requires(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A target whose submit_report (out of confirmed) also requires purchase_date: the
+    complaints in confirmed that lack it must be told (the plan listed only fields the
+    target marks required at submission)."""
+    clock = SimulatedClock(local(3, 2, 9))
+    with Engine.open(db_url, clock=clock) as engine:
+        numbers = {state: engine.submit(complaint_fields(), CS).number
+                   for state in ("recorded", "confirmed")}
+        for state, number in numbers.items():
+            for trigger, actor, data in TO_RESOLVED[:DEPTH[state]]:
+                engine.fire(number, trigger, actor, data)
+        dated = engine.submit(complaint_fields(purchase_date="2026-02-01"), CS).number
+        for trigger, actor, data in TO_RESOLVED[:DEPTH["confirmed"]]:
+            engine.fire(dated, trigger, actor, data)
+    old = "    requires: [root_cause, responsibility, investigation_report]\n"
+    text = default_rules_text()
+    assert text.count(old) == 1
+    path = tmp_path / "rules-v2.yaml"
+    path.write_text(text.replace(old, old.replace("report]", "report, purchase_date]")),
+                    encoding="utf-8")
+    with Engine.open(db_url, rules=path, clock=clock) as new:
+        items = {i.number: i for i in plan(new, new.rules.version)}
+        assert items[numbers["confirmed"]].newly_required == ["purchase_date"]
+        assert items[numbers["recorded"]].newly_required == []  # not a way out of there
+        assert items[dated].newly_required == []  # it has one
+        # a field required by the rules in force too is not newly required
+        assert "investigation_report" not in items[numbers["confirmed"]].newly_required
+        apply(new, new.rules.version, CS, numbers=[numbers["confirmed"]])
+        migrated = new.history(numbers["confirmed"])[-1]
+        assert migrated.payload["newly_required"] == ["purchase_date"]
+        assert new.verify(deep=True).ok
