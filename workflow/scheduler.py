@@ -82,6 +82,9 @@ class BatchReport:
     breaches: int = 0
     max_lateness: timedelta = timedelta(0)
     events: list[CommittedEvent] = field(default_factory=list)
+    #: a breach moved or started clocks (a raised severity, a transition fired): their
+    #: deadlines may be due already, and the tick takes another batch for them
+    changed_clocks: bool = False
 
 
 @dataclass
@@ -428,13 +431,20 @@ class Scheduler:
                         {**note, "payload": events[i]["payload"]}  # canonical(payload)
                         for note, i in zip(notes, note_events, strict=True)])
             sensitive = [c for c in raised.values() if c.compiled.timers.severity_sensitive]
-            if sensitive:
-                for comp in self._clocks_to_rederive(conn, st, sensitive, clocks, breached,
-                                                     now):
-                    committed.extend(self._rederive(conn, comp.id, now))
+            rederive = self._clocks_to_rederive(conn, st, sensitive, clocks, breached, now) \
+                if sensitive else []
+            # and those in a state where a clock starts on the raised severity
+            chosen = {c.id for c in rederive}
+            rederive += [c for c in raised.values() if c.id not in chosen
+                         and sla.severity_starters(c.compiled, c.state)]
+            for comp in rederive:
+                rederived = self._rederive(conn, comp.id, now)
+                report.changed_clocks |= bool(rederived)
+                committed.extend(rederived)
             for complaint_id, trigger, timer_name in fires:
                 committed.extend(self._fire_action(conn, complaint_id, trigger, timer_name,
                                                    now))
+            report.changed_clocks |= bool(fires)
         return report
 
     def _clocks_to_rederive(self, conn: Connection, st: _Statements, raised: list[_Head],
@@ -657,7 +667,7 @@ class Scheduler:
                     report.add(batch)
                 with self._notify_lock:
                     self.engine.notify(batch.events)
-                if batch.fired < self.batch_size:
+                if batch.fired < self.batch_size and not batch.changed_clocks:
                     return
 
         if threads == 1:

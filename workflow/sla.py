@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from complaintflow.compiled import Compiled
-from complaintflow.states.conditions import Scope
+from complaintflow.states.conditions import Scope, fields_read
 from complaintflow.storage import db
 from complaintflow.storage.hashing import iso
 from complaintflow.storage.tables import deadlines as D
@@ -222,7 +222,9 @@ def plan_event(
         pausing = to_state in definition.pause
         if pausing != paused or (budget != was and not row.breached):
             _touch(plan, timers, calendars, timer, row, pausing, budget, to_state, now)
-    for timer in timers.starters(kind, trigger, from_state, to_state):
+    starting = severity_starters(compiled, to_state) if kind == "severity" \
+        else timers.starters(kind, trigger, from_state, to_state)
+    for timer in starting:
         if timer.id in active:
             continue
         if timer.condition is not None and not timer.condition(scope):
@@ -236,6 +238,23 @@ def plan_event(
                              ledger.to_text(), due))
         changes.append(TimerChange("started", {**timer_payload(timer, ledger, due), "run": run}))
     return plan
+
+
+@functools.lru_cache(maxsize=256)
+def _severity_starters(timers: TimerSet, state: str) -> tuple[CompiledTimer, ...]:
+    return tuple(
+        t for t in timers.timers
+        if t.definition.start.on == "enter" and state in t.definition.start.states
+        and state not in t.definition.stop and t.definition.condition is not None
+        and "severity" in fields_read(t.definition.condition))
+
+
+def severity_starters(compiled: Compiled, state: str) -> tuple[CompiledTimer, ...]:
+    """The clocks a raised severity starts in ``state`` (unless running, or their condition
+    fails): those started on entering it whose condition reads the severity. The procedure
+    reports a major complaint to management at once, also one a breach made major; the
+    condition held at no entry, so no transition started them."""
+    return _severity_starters(compiled.timers, state)
 
 
 def apply_plan(conn: Connection, plan: TimerPlan, complaint_id: int, now: datetime) -> None:

@@ -394,6 +394,30 @@ def test_major_complaint_reported_to_management_at_once(sim: Sim) -> None:
     assert "major_to_management" not in sim.started(general)
 
 
+@covers("major_to_management")
+def test_a_complaint_a_breach_made_major_is_reported_to_management_at_once(sim: Sim) -> None:
+    """Procedure section 3: major complaints are reported to management at once, also one
+    the whole-complaint breach made major while it was under investigation (its condition
+    held at no entry into a state, so no transition started the clock)."""
+    number = sim.confirmed(local(3, 2, 9))
+    resolved = sim.confirmed(local(3, 2, 9))  # out of the clock's states: nothing starts
+    sim.investigated(number, local(3, 2, 10))
+    sim.investigated(resolved, local(3, 2, 10))
+    sim.resolved(resolved, local(3, 3, 10))
+    assert "major_to_management" not in sim.started(number)
+    sim.expect(number, "whole_complaint", "breach", local(3, 23, 17, 30),
+               ["general_manager", "quality_manager"], actions={"raise_severity": "major"},
+               before=False)
+    complaint = sim.engine.get(number)
+    assert (complaint.state, complaint.severity) == ("investigated", "major")
+    [reported] = sim.timer_events(number, "major_to_management")  # in the same tick
+    assert reported.type == "timer_breached" and reported.occurred_at == local(3, 23, 17, 30)
+    assert reported.payload["actions"] == {"notify": ["general_manager", "top_management"]}
+    assert sim.engine.get(resolved).severity == "major"
+    assert "major_to_management" not in sim.started(resolved)
+    assert sim.engine.verify(deep=True).ok
+
+
 # -- after assignment ------------------------------------------------------------------------
 
 
