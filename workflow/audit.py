@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from complaintflow import arguments
 from complaintflow.actor import Actor
-from complaintflow.errors import FieldProblem, InvalidInput, NotFound
+from complaintflow.errors import FieldProblem, IntegrityError, InvalidInput, NotFound
 from complaintflow.replay import (
     MALFORMED,
     DeepVerifier,
@@ -32,7 +32,7 @@ from complaintflow.views import mask_value
 if TYPE_CHECKING:
     from complaintflow.engine import Engine
 
-__all__ = ["RuleSetInfo", "deep_verify", "replay", "ruleset_diff", "rulesets",
+__all__ = ["RuleSetInfo", "deep_verify", "malformed", "replay", "ruleset_diff", "rulesets",
            "stream_events"]
 
 BATCH = 500
@@ -110,6 +110,11 @@ def _remaining(engine: Engine, conn: Connection
     return remaining
 
 
+def _event_rows(conn: Connection, number: str) -> list[Any]:
+    return list(conn.execute(sa.select(E).join(C, C.c.id == E.c.complaint_id)
+                             .where(C.c.number == number).order_by(E.c.seq)))
+
+
 def replay(engine: Engine, number: str, at: datetime | None = None,
            actor: Actor | None = None) -> Replayed:
     """The complaint as of ``at`` (default: after its last event), from history alone."""
@@ -118,8 +123,7 @@ def replay(engine: Engine, number: str, at: datetime | None = None,
                       None if actor is None or isinstance(actor, Actor) else
                       FieldProblem("actor", "an Actor or None")])
     with db.read(engine.database) as conn:
-        rows = conn.execute(sa.select(E).join(C, C.c.id == E.c.complaint_id)
-                            .where(C.c.number == number).order_by(E.c.seq)).all()
+        rows = _event_rows(conn, number)
         if not rows and conn.execute(sa.select(C.c.id).where(C.c.number == number)
                                      ).first() is None:
             raise NotFound("complaint", number)
@@ -147,6 +151,16 @@ def replay(engine: Engine, number: str, at: datetime | None = None,
                 "at", f"{engine.shown(at) if at else at} is before the complaint existed "
                       f"(received {first})")], context="replay")
         return replayed
+
+
+def malformed(engine: Engine, number: str) -> IntegrityError | None:
+    """``IntegrityError`` naming the first event of the complaint whose stored payload is
+    malformed (``replay.payload_problem``), or ``None``: for a reader of its history that
+    failed on it (``MALFORMED``)."""
+    with db.read(engine.database) as conn:
+        events = [engine.event_view(number, ev, None) for ev in _event_rows(conn, number)]
+        return malformed_history(number, events,
+                                 lambda version: engine.compiled(conn, version).codec)
 
 
 def stream_events(engine: Engine, conn: Connection, *, number: str | None = None,

@@ -55,7 +55,7 @@ from complaintflow.errors import ComplaintflowError, InvalidInput, MissingFields
 from complaintflow.export import check_export, export_events, open_destination
 from complaintflow.migrate import MigrationItem, MigrationRefused
 from complaintflow.outbox import Notification
-from complaintflow.replay import Replayed, ReplayedTimer
+from complaintflow.replay import MALFORMED, Replayed, ReplayedTimer, malformed_history
 from complaintflow.rules.loader import default_rules_text, json_schema, load_rules
 from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import RuleSet
@@ -1558,6 +1558,10 @@ def audit_replay(
     with open_engine(settings, actor) as engine:
         zone = _zone(engine)
         replayed = engine.replay(number, _aware(moment, zone), actor)
+        # shown below are payload parts the replay itself does not read
+        malformed = malformed_history(number, replayed.events, None)
+        if malformed is not None:
+            raise malformed
         with db.read(engine.database) as conn:
             versions = {e.ruleset for e in replayed.events} | {replayed.ruleset}
             by_version = {v: engine.compiled(conn, v).rules for v in versions}
@@ -1811,7 +1815,13 @@ def audit_timeline(
     moment = parse_time(at_text, "--at")
     actor = make_actor(actor_id, roles, department, required=False)
     with open_engine(settings, actor) as engine:
-        page = render_timeline(engine, number, actor, _aware(moment, _zone(engine)))
+        try:
+            page = render_timeline(engine, number, actor, _aware(moment, _zone(engine)))
+        except MALFORMED as exc:
+            found = audit.malformed(engine, number)
+            if found is None:
+                raise  # nothing stored is malformed: a fault of the page itself
+            raise found from exc
     if output == "-":
         click.echo(page, nl=False)
         return

@@ -1173,6 +1173,23 @@ def _values_problem(key: str, value: Any, codec: FieldCodec | None) -> str | Non
     return None
 
 
+def _fired_problem(p: Mapping[str, Any]) -> str | None:
+    """What is wrong with a warning's or breach's lateness and actions, if anything."""
+    late = p.get("lateness_seconds", 0)
+    if type(late) not in (int, float) or not 0 <= late <= 1e10:
+        return f"lateness_seconds is {late!r:.40}, not a number of seconds"
+    actions = p.get("actions", {})
+    if type(actions) is not dict:
+        return f"actions is {_kind_of(actions)}, not an object"
+    notify = actions.get("notify", [])
+    if type(notify) is not list or not all(isinstance(r, str) for r in notify):
+        return "actions.notify is not a list of roles"
+    for name in ("raise_severity", "reassign", "fire"):
+        if actions.get(name) is not None and not isinstance(actions[name], str):
+            return f"actions.{name} is {_kind_of(actions[name])}, not a name"
+    return None
+
+
 def payload_problem(type_: str, p: Mapping[str, Any], codec: FieldCodec | None = None
                     ) -> str | None:
     """What is malformed in an event's payload (upcast) as replay and deep verification
@@ -1210,10 +1227,15 @@ def payload_problem(type_: str, p: Mapping[str, Any], codec: FieldCodec | None =
     deadline = p.get("index")
     if deadline is not None and (type(deadline) is not int or not 0 <= deadline <= 2**31):
         return f"index is {deadline!r:.40}, not a deadline index"
-    if p.get("due_at") is not None or type_ == "timer_breached":
+    fired = type_ in ("timer_warning", "timer_breached")
+    if p.get("due_at") is not None or fired:
         problem = _instant_problem(p.get("due_at"))
         if problem is not None:
             return f"due_at {problem}"
+    if fired:
+        problem = _fired_problem(p)
+        if problem is not None:
+            return problem
     if type_ == "timer_extended":
         amount = p.get("amount", 0)
         if type(amount) is not int or not 0 <= amount <= max(MAX_DURATION.values()):
@@ -1234,12 +1256,15 @@ def payload_problem(type_: str, p: Mapping[str, Any], codec: FieldCodec | None =
 
 
 def malformed_history(number: str, events: Iterable[HistoryEvent],
-                      codec_for: Callable[[str], FieldCodec]) -> IntegrityError | None:
+                      codec_for: Callable[[str], FieldCodec] | None
+                      ) -> IntegrityError | None:
     """``IntegrityError`` naming the first event of ``events`` whose payload is malformed
-    (``payload_problem``), or ``None``; for a replay that failed reading them."""
+    (``payload_problem``), or ``None``; for a replay that failed reading them. ``codec_for``
+    gives a rule version's codec to check the field values (``None``: the shapes only, for
+    masked events)."""
     for event in events:
         try:
-            codec: FieldCodec | None = codec_for(event.ruleset)
+            codec = codec_for(event.ruleset) if codec_for is not None else None
         except ComplaintflowError:
             codec = None
         problem = payload_problem(event.type, event.payload, codec)

@@ -722,6 +722,50 @@ def test_audit_replay_and_verify_of_a_forged_malformed_payload(
     assert [(f["seq"], f["kind"]) for f in found] == [(2, "bad_payload")]
 
 
+@pytest.mark.parametrize(("command", "edit", "problem"), [
+    (("audit", "replay"), lambda p: p.update(actions="notify everyone"),
+     "actions is a string, not an object"),
+    (("audit", "replay"), lambda p: p.update(lateness_seconds="late"),
+     "lateness_seconds is 'late', not a number of seconds"),
+    (("audit", "timeline"), lambda p: p.pop("due_at"), "due_at is null, not an ISO instant"),
+])
+def test_audit_replay_and_timeline_of_a_malformed_warning_are_integrity_errors(
+    db: Path, tmp_path: Path, numbers: dict[str, str], command: tuple[str, ...],
+    edit: Any, problem: str,
+) -> None:
+    """Parts of a warning the replay does not read, but the timeline and the page show
+    (before: AttributeError, ValueError, TypeError from the rendering)."""
+    from tests.integration.test_replay_audit import forge
+
+    engine = Engine.open(f"sqlite:///{db}")
+    try:
+        number, warning = next((n, e.seq) for n in numbers.values()
+                               for e in engine.history(n) if e.type == "timer_warning")
+        forge(engine, number, warning, edit)
+    finally:
+        engine.close()
+    extra = ("--output", str(tmp_path / "page.html")) if command[-1] == "timeline" else ()
+    err = expected_error(cli(db, *command, number, *extra))
+    assert err.startswith(f"error: event {warning} of {number}: its stored timer_warning "
+                          f"payload is malformed ({problem})")
+    assert not (tmp_path / "page.html").exists()
+
+
+def test_a_personal_value_of_no_field_type_is_masked_not_a_crash(
+    db: Path, tmp_path: Path, numbers: dict[str, str]
+) -> None:
+    from tests.integration.test_replay_audit import forge
+
+    engine = Engine.open(f"sqlite:///{db}")
+    try:
+        forge(engine, numbers["C"], 1, lambda p: p["fields"].update(phone={"area": 21}))
+    finally:
+        engine.close()
+    shown = cli_json(db, "history", numbers["C"])["events"]
+    assert shown[0]["payload"]["fields"]["phone"] == "{***"
+    ok(cli(db, "audit", "export", "--output", str(tmp_path / "x.jsonl")))
+
+
 # -- verify ---------------------------------------------------------------------------------
 
 
