@@ -1194,7 +1194,8 @@ def payload_problem(type_: str, p: Mapping[str, Any], codec: FieldCodec | None =
                     ) -> str | None:
     """What is malformed in an event's payload (upcast) as replay and deep verification
     read it, or ``None``; ``codec``: the event's rule version's, to check the field values
-    decode. Asked only once reading a payload failed: the valid path never pays for it."""
+    decode. Deep verification and replay ask it only once reading a payload failed (the
+    valid path never pays for it); ``audit replay`` asks it of the events it shows."""
     for key in ("fields", "set"):
         if key in p:
             problem = _values_problem(key, p[key], codec)
