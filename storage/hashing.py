@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["GENESIS", "canonical", "canonical_bytes", "event_hash", "iso", "parse_canonical"]
+__all__ = ["GENESIS", "canonical", "canonical_bytes", "event_hash", "iso", "parse_canonical",
+           "parse_strict"]
 
 GENESIS = "0" * 64
 
@@ -70,6 +71,21 @@ def canonical_bytes(value: Any) -> bytes:
     return fast if fast is not None else _json_text(value).encode("utf-8")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse(text: Any, **fallback: Any) -> Any:
+    if type(text) is str:
+        try:
+            value = _loads(text)
+            if _dumps(value) == text.encode():
+                return value
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, UnicodeEncodeError):
+            pass
+    return json.loads(text, **fallback)
+
+
 def parse_canonical(text: Any) -> Any:
     """``json.loads(text)``, through orjson when that gives the same result.
 
@@ -79,14 +95,14 @@ def parse_canonical(text: Any) -> Any:
     exactly the given text (``canonical`` text, which orjson reproduces byte for byte): a
     float made from an integer literal, or a dropped duplicate key, would be written
     differently. Anything else goes to ``json.loads``."""
-    if type(text) is str:
-        try:
-            value = _loads(text)
-            if _dumps(value) == text.encode():
-                return value
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError, UnicodeEncodeError):
-            pass
-    return json.loads(text)
+    return _parse(text)
+
+
+def parse_strict(text: Any) -> Any:
+    """``parse_canonical``, refusing ``NaN`` and ``Infinity`` (``ValueError``), which
+    ``json.loads`` takes and neither JSON nor this engine's texts hold: for reading texts
+    that may have been forged."""
+    return _parse(text, parse_constant=_refuse_constant)
 
 
 #: the last instant ``iso`` wrote and its text: one fire writes the same ``now`` several

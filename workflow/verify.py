@@ -25,7 +25,13 @@ from sqlalchemy.engine import Connection
 
 from complaintflow.errors import FieldProblem, InvalidInput, NotFound
 from complaintflow.states.conditions import Facts
-from complaintflow.storage.hashing import GENESIS, canonical, canonical_bytes, iso, parse_canonical
+from complaintflow.storage.hashing import (
+    GENESIS,
+    canonical,
+    canonical_bytes,
+    iso,
+    parse_strict,
+)
 from complaintflow.storage.tables import complaints as C
 from complaintflow.storage.tables import deadlines as D
 from complaintflow.storage.tables import events as E
@@ -58,7 +64,9 @@ class Finding:
     whole complaint was deleted: a gap in its number sequence), ``number_mismatch`` (the
     number does not fit the scope and sequence number the row files it under: a complaint
     deleted and the later ones moved down the sequence), ``bad_payload`` (an event's
-    payload is not a JSON object), ``ruleset_mismatch`` (an event names another rule set
+    payload is not a JSON object (``NaN`` and ``Infinity`` are not JSON), or its ``fields``
+    or ``set`` not an object, its ``dropped_fields`` not a list of names; deep: any payload
+    the engine never writes), ``ruleset_mismatch`` (an event names another rule set
     than the one the complaint is pinned to, which only a ``ruleset_migrated`` event to its
     own target changes; or the row's differs from the history's).
 
@@ -154,7 +162,7 @@ class StoredEvent(NamedTuple):
         if self.payload is not None:
             return self.payload
         try:
-            loaded = json.loads(self.payload_text)
+            loaded = parse_strict(self.payload_text)
         except (TypeError, ValueError, RecursionError):
             return None
         return loaded if isinstance(loaded, dict) else None
@@ -163,6 +171,20 @@ class StoredEvent(NamedTuple):
 #: What ``verify_all`` hands each complaint to for the deep part: the complaint's row and its
 #: events; it returns the findings.
 DeepCheck = Callable[[Any, Sequence[StoredEvent]], Iterable[Finding]]
+
+
+def _fold_problem(payload: dict[str, Any]) -> str | None:
+    """Why ``fold_fields`` cannot fold ``payload``, if it cannot: its ``fields`` or ``set``
+    is not an object, or its ``dropped_fields`` not a list of names (a forged payload whose
+    hash was recomputed; the engine never writes one)."""
+    for key in ("fields", "set"):
+        if key in payload and type(payload[key]) is not dict:
+            return f"its {key} is not an object of field values"
+    dropped = payload.get("dropped_fields")
+    if dropped is not None and (type(dropped) is not list
+                                or not all(type(n) is str for n in dropped)):
+        return "its dropped_fields is not a list of field names"
+    return None
 
 
 def fold_fields(fields: dict[str, Any], payload: dict[str, Any] | Any) -> dict[str, Any]:
@@ -224,7 +246,7 @@ class _EventReader:
         try:
             cursor.execute(self._sql, (first_id, last_id))
             # the hash is never computed from the parsed value, only from the stored text
-            loads = parse_canonical
+            loads = parse_strict
             sqlite = self._sqlite
             fast = _SQLITE_INSTANT.fullmatch
             current = -1
@@ -315,6 +337,10 @@ def _check_chain(row: Any, events: Sequence[StoredEvent],
         if payload is None:
             out.append(Finding(number, ev.seq, "bad_payload",
                                "the stored payload is not a JSON object"))
+            return out
+        malformed = _fold_problem(payload)
+        if malformed is not None:
+            out.append(Finding(number, ev.seq, "bad_payload", malformed))
             return out
         if last is None:
             ruleset = str(ev.ruleset)
