@@ -1358,7 +1358,9 @@ def audit_group() -> None:
     "--since",
     metavar="ISO",
     help="With --deep: only complaints changed since then, or with a warning or breach due "
-    "since then (naive: the rules' time zone).",
+    "since then (naive: the rules' time zone). The chains and rows of all complaints are "
+    "still checked; 'changed' is read from the rows' updated_at, which no hash covers, so "
+    "run a full --deep now and then.",
 )
 @click.option(
     "--jobs",
