@@ -53,3 +53,26 @@ def test_the_embedding_snippets_run_in_order(
             scope["engine"].close()
     assert (tmp_path / "complaints.db").exists()
     assert "confirm True" in capsys.readouterr().out  # the host's buttons were printed
+
+
+def test_the_auditor_commands_are_those_the_default_demo_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README shows what ``complaintflow demo`` (seed 7, 300 complaints) tells an
+    auditor to run; the demo is deterministic, so they must be the same (before: the
+    README showed another complaint and instant than the demo printed)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from complaintflow.cli import main
+
+    text = (ROOT / "README.md").read_text("utf-8")
+    shown = re.search(r"For the default run .*?\n```\n(.+?)\n```", text, re.S)
+    assert shown is not None
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner(env={"COMPLAINTFLOW_NOW": None, "COMPLAINTFLOW_DB": None}).invoke(
+        main, ["--json", "demo"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)["auditor"]["commands"]
+    assert shown.group(1).splitlines() == printed
