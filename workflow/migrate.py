@@ -235,7 +235,7 @@ def _plan_one(conn: Connection, engine: Engine, row: Any, target: str,
             item.dropped_fields.append(name)
             continue
         try:
-            check_field(fdef, raw)
+            check_field(fdef, raw, recorded=True)  # a stored value, judged as stored
         except ValueProblem as exc:
             item.problems.append(f"field {name!r} does not fit the target: {exc}")
     # required at submission, or to leave the state it will be in, where the rules in force

@@ -732,8 +732,11 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         """Run in the background until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT)."""
-        if not isinstance(stop, threading.Event):
-            raise InvalidInput([FieldProblem("stop", "a threading.Event")], context="scheduler")
+        # any event with wait() and is_set(): threading's, multiprocessing's
+        if not (callable(getattr(stop, "wait", None)) and callable(getattr(stop, "is_set", None))):
+            raise InvalidInput([FieldProblem(
+                "stop", "an event with wait() and is_set() (threading.Event, "
+                        "multiprocessing.Event)")], context="scheduler")
         self.start()
         try:
             stop.wait()

@@ -5,6 +5,7 @@ argument (never a ``TypeError``, an ``AttributeError`` or a driver error as
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -129,3 +130,6 @@ def test_a_lease_of_the_right_kind_is_taken(engine: Engine, clock: SimulatedCloc
     stop = threading.Event()
     stop.set()
     Scheduler(engine).run(stop)
+    other = multiprocessing.get_context("spawn").Event()  # any event with wait and is_set
+    other.set()
+    Scheduler(engine).run(other)

@@ -16,7 +16,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -493,3 +493,22 @@ def test_plan_lists_fields_a_way_out_of_the_current_state_newly_requires(
         migrated = new.history(numbers["confirmed"])[-1]
         assert migrated.payload["newly_required"] == ["purchase_date"]
         assert new.verify(deep=True).ok
+
+
+def test_a_stored_value_an_earlier_release_accepted_still_migrates(tmp_path: Path) -> None:
+    """Releases before b88da30 stored a NUL inside a text field on SQLite (PostgreSQL never
+    took one); such a stored value is judged as stored when migrating (before: 'does not
+    fit the target: contains a NUL character', so the complaint could not move)."""
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    clock = SimulatedClock(datetime(2026, 3, 2, 1, 0, tzinfo=UTC))
+    with Engine.open(db_url, clock=clock) as engine:
+        number = engine.submit(complaint_fields(description="电机异响"), CS).number
+        with engine.database.begin() as conn:
+            assert conn.execute(sa.text("UPDATE complaints SET fields = replace(fields, :a, :b)"),
+                                {"a": "电机异响", "b": "电机\\u0000异响"}).rowcount == 1
+    path = tmp_path / "changed.yaml"
+    path.write_text(default_rules_text().replace("name: 客户投诉处理程序 (default)",
+                                                 "name: changed"), encoding="utf-8")
+    with Engine.open(db_url, rules=path, clock=clock) as new:
+        [item] = plan(new, new.rules.version)
+        assert (item.number, item.problems) == (number, [])
