@@ -6,12 +6,13 @@ anything is read or written (a wrong type never reaches the database as a driver
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from complaintflow.errors import FieldProblem, InvalidInput
 from complaintflow.rules.values import text_problem
 
-__all__ = ["duration", "flag", "integer", "moment", "refuse", "text"]
+__all__ = ["EARLIEST", "LATEST", "duration", "flag", "in_range", "integer", "moment", "refuse",
+           "text"]
 
 
 def refuse(problems: Iterable[FieldProblem | None], context: str = "input") -> None:
@@ -40,12 +41,26 @@ def integer(name: str, value: object, low: int, high: int, *,
     return None
 
 
+#: the instants a caller may name: far enough from ``datetime``'s own limits (years 1 and
+#: 9999) that moving one to any time zone, or adding a deadline's budget, cannot overflow
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+WITHIN = "between the years 1000 and 9000"
+
+
+def in_range(value: datetime) -> bool:
+    """Whether the aware ``value`` lies within ``EARLIEST`` .. ``LATEST``."""
+    return EARLIEST <= value < LATEST
+
+
 def moment(name: str, value: object, *, optional: bool = False) -> FieldProblem | None:
-    """``value`` is an aware datetime (or ``None`` if ``optional``)."""
+    """``value`` is an aware datetime (or ``None`` if ``optional``) ``in_range``."""
     if optional and value is None:
         return None
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         return FieldProblem(name, "an aware datetime" + (", or None" if optional else ""))
+    if not in_range(value):
+        return FieldProblem(name, f"an instant {WITHIN}")
     return None
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO, TypeVar
@@ -38,7 +38,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from complaintflow import audit, migrate
+from complaintflow import arguments, audit, migrate
 from complaintflow.actor import Actor
 from complaintflow.clock import SimulatedClock
 from complaintflow.demo import (
@@ -390,6 +390,9 @@ def parse_time(raw: str | None, option: str) -> datetime | None:
             f"{option}: {raw!r} is not an ISO 8601 time; give e.g. 2026-03-03T10:00+08:00, "
             "or 2026-03-03T10:00 or 2026-03-03 in the rule set's time zone"
         )
+    # a naive time is read in the rules' zone, at most 14 hours off UTC: checked as UTC
+    if not arguments.in_range(moment if moment.tzinfo else moment.replace(tzinfo=UTC)):
+        raise CommandFailed(f"{option}: {raw!r} is not {arguments.WITHIN}")
     return moment
 
 

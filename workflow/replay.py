@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from complaintflow import arguments
 from complaintflow.actor import Actor
 from complaintflow.compiled import Compiled
 from complaintflow.errors import (
@@ -28,6 +29,7 @@ from complaintflow.rules.model import MAX_DURATION
 from complaintflow.rules.ruleset import raise_level
 from complaintflow.states.conditions import Facts, Scope, fields_read
 from complaintflow.states.guards import CompiledTransition
+from complaintflow.storage.hashing import iso
 from complaintflow.timers import (
     SCHEDULER,
     CompiledTimer,
@@ -779,6 +781,21 @@ class _ClockCheck:
     def _t(self, moment: datetime | None) -> str:
         return moment.astimezone(self._zone).isoformat() if moment is not None else "none"
 
+    def _claimed_start(self, item: Mapping[str, Any], ledger: Ledger, key: _Key,
+                       seq: int) -> Finding | None:
+        """The start instant and budget a started clock's entry records (replay counts the
+        clock from them) against those the rules give (``timer_payload`` wrote them)."""
+        start, budget = item.get("started_at"), item.get("budget")
+        if start == iso(ledger.started_at) and type(budget) is dict \
+                and budget.get("unit") == ledger.unit and budget.get("amount") == ledger.budget:
+            return None
+        if not isinstance(start, str) or type(budget) is not dict:
+            return self._finding(seq, "bad_payload", key, "was started with no readable "
+                                 "start instant or budget")
+        return self._finding(seq, "wrong_due", key, f"records a start at {start[:40]!r} "
+                             f"with a budget of {budget!r:.60}, the rules give "
+                             f"{iso(ledger.started_at)} and {ledger.budget} {ledger.unit}")
+
     def _finding(self, seq: int, kind: str, key: _Key, text: str) -> Finding:
         return Finding(self._number, seq, kind, f"timer {key[0]} run {key[1]} {text}")
 
@@ -940,6 +957,9 @@ class _ClockCheck:
             active[key[0]] = key
             if key[1] > last_run.get(key[0], 0):
                 last_run[key[0]] = key[1]
+            claimed = self._claimed_start(item, ledger, key, seq)
+            if claimed is not None:  # what replay would count the clock from
+                out.append(claimed)
             wrong = self._derive(clock, key, seq, at, item.get("due_at"))
             if wrong is not None:
                 out.append(wrong)
@@ -1124,7 +1144,9 @@ def _instant_problem(value: Any) -> str | None:
         parsed = parse_iso(value)
     except ValueError:
         return f"{value[:40]!r} is not an ISO instant"
-    return None if parsed.tzinfo is not None else f"{value[:40]!r} has no UTC offset"
+    if parsed.tzinfo is None:
+        return f"{value[:40]!r} has no UTC offset"
+    return None if arguments.in_range(parsed) else f"{value[:40]!r} is not {arguments.WITHIN}"
 
 
 def _run_problem(item: Mapping[str, Any]) -> str | None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from complaintflow import arguments
 from complaintflow.errors import FieldProblem, InvalidInput, NotFound
 from complaintflow.states.conditions import Facts
 from complaintflow.storage.hashing import (
@@ -630,8 +631,9 @@ def check_options(*, deep: object, since: object, progress: object, jobs: object
     problems = []
     if not isinstance(deep, bool):
         problems.append(FieldProblem("deep", "True or False"))
-    if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
-        problems.append(FieldProblem("since", "an aware datetime, or None"))
+    found = arguments.moment("since", since, optional=True)
+    if found is not None:
+        problems.append(found)
     elif since is not None and not deep:
         problems.append(FieldProblem("since", "limits the deep checks: give deep=True"))
     if progress is not None and not callable(progress):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from complaintflow import Engine, IntegrityError, SimulatedClock
+from complaintflow import Engine, IntegrityError, InvalidInput, SimulatedClock
 from complaintflow.scheduler import Scheduler
 from complaintflow.storage.tables import events as E
 from tests.integration.test_replay_audit import (
@@ -237,3 +238,36 @@ def test_a_set_that_is_not_an_object_or_not_json_is_a_finding(
     engine.fire(number, "record", CS, {"readback_confirmed": True})
     forge(engine, number, 2, edit)
     assert (number, 2, "bad_payload") in findings(engine.verify(deep=True))
+
+
+@pytest.mark.parametrize(("edit", "kind"), [
+    (lambda item: item.update(started_at="garbage"), "wrong_due"),
+    (lambda item: item.update(started_at="2026-03-01T00:00:00.000000Z"), "wrong_due"),
+    (lambda item: item.update(budget={"unit": "working_days", "amount": 99}), "wrong_due"),
+    (lambda item: item.pop("budget"), "bad_payload"),
+    (lambda item: item.update(due_at="9999-12-31T23:59:59.000000Z"), "bad_payload"),
+])
+def test_a_started_clock_recorded_otherwise_than_the_rules_start_it_is_a_finding(
+    engine: Engine, edit: Callable[[dict[str, Any]], None], kind: str
+) -> None:
+    """Replay counts a clock from the start instant and budget its entry records; deep
+    verification compares them with the rules (before, it re-derived the clock from the
+    rules alone and passed a history replay refused), and a due instant near datetime's
+    limits is malformed (before: OverflowError in both)."""
+    number = engine.submit(complaint_fields(), CS).number
+    drive(engine, number, TO_INVESTIGATED)
+    forge(engine, number, 3, lambda p: edit(p["timers"]["started"][0]))  # confirm
+    assert (number, 3, kind) in findings(engine.verify(deep=True))
+    try:  # replay reads a clock's recorded instants only as far as it needs them
+        engine.replay(number)
+    except IntegrityError as exc:
+        assert (exc.number, exc.seq) == (number, 3)
+
+
+def test_instants_near_the_limits_of_datetime_are_invalid_input(engine: Engine) -> None:
+    """Before: OverflowError from the time-zone conversion or the deadline arithmetic."""
+    number = engine.submit(complaint_fields(), CS).number
+    with pytest.raises(InvalidInput, match="between the years 1000 and 9000"):
+        engine.replay(number, at=datetime.max.replace(tzinfo=UTC))
+    with pytest.raises(InvalidInput, match="between the years 1000 and 9000"):
+        engine.verify(deep=True, since=datetime.min.replace(tzinfo=UTC))

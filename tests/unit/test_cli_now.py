@@ -222,3 +222,18 @@ def test_the_readme_gives_what_the_default_demo_prints(
     ]
     for command in expected:
         ok(run(*_argv(command)))
+
+
+@pytest.mark.parametrize("args", [
+    ["--now", "9999-12-31T23:59:59+00:00", "timers", "list"],
+    ["--now", "0001-01-01T00:00", "timers", "list"],
+    ["audit", "verify", "--deep", "--since", "0001-01-01T00:00+00:00"],
+])
+def test_times_near_the_limits_of_datetime_are_refused(
+        demo: tuple[Path, dict[str, Any]], args: list[str]) -> None:
+    """Before: exit 1 with an OverflowError traceback from a time-zone conversion."""
+    path, _ = demo
+    result = run("--db", str(path), *args)
+    assert result.exit_code == 1
+    assert "between the years 1000 and 9000" in result.output
+    assert "Traceback" not in result.output and "OverflowError" not in result.output
