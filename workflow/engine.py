@@ -1359,7 +1359,12 @@ class Engine:
 
     def mask_event(self, event: HistoryEvent, actor: Actor | None) -> HistoryEvent:
         """``event`` with personal data masked unless ``actor`` may read it, by the personal
-        fields and readers of the rule version the event was recorded under."""
+        fields and readers of the rule version the event was recorded under (``NotFound``
+        if the database does not hold it: never masked by other rules)."""
+        arguments.refuse([
+            None if isinstance(event, HistoryEvent) else FieldProblem("event", "a HistoryEvent"),
+            None if actor is None or isinstance(actor, Actor)
+            else FieldProblem("actor", "an Actor, or None")])
         compiled = self._versions.get(event.ruleset)
         if compiled is None:  # not read by this engine yet (not: the current rules)
             with db.read(self.database) as conn:

@@ -16,6 +16,7 @@ from complaintflow import (
     Complaint,
     ConcurrentUpdate,
     Engine,
+    InvalidInput,
     RoleNotAllowed,
     SimulatedClock,
     UnknownTrigger,
@@ -280,3 +281,14 @@ def test_mask_event_masks_by_the_rule_version_of_the_event(
         assert engine.history(number)[0].payload["fields"]["phone"] == "138****5678"
     finally:
         engine.close()
+
+
+def test_mask_event_refuses_arguments_of_the_wrong_kind(engine: Engine) -> None:
+    """Before: AttributeError."""
+    number = engine.submit(complaint_fields(), CS).number
+    [event] = engine.history(number, CS)
+    with pytest.raises(InvalidInput) as info:
+        engine.mask_event({}, "li.na")  # type: ignore[arg-type]
+    assert {p.field for p in info.value.problems} == {"event", "actor"}
+    with pytest.raises(InvalidInput):
+        engine.mask_event(event, "li.na")  # type: ignore[arg-type]
