@@ -617,6 +617,13 @@ class Engine:
             raise IdempotencyConflict(key)
         return self._replayed(conn, found, actor)
 
+    def _idempotent_again(self, key: str | None, fingerprint: str,
+                          actor: Actor) -> Complaint | None:
+        """``_idempotent`` on a connection of its own, after a race this request lost (the
+        winner's key, if it was this request's, committed with the winner's write)."""
+        with db.read(self._db) as conn:
+            return self._idempotent(conn, key, fingerprint, actor)
+
     def submit(self, fields: Mapping[str, Any], actor: Actor, *,
                idempotency_key: str | None = None) -> Complaint:
         """Register a new complaint in the initial state; returns it as ``actor`` sees it."""
@@ -641,8 +648,7 @@ class Engine:
         except IdempotencyConflict:
             # the key may have been stored by a concurrent request after this one looked
             # (PostgreSQL): answered as if this one came second, as on SQLite
-            with db.read(self._db) as conn:
-                earlier = self._idempotent(conn, idempotency_key, fingerprint, actor)
+            earlier = self._idempotent_again(idempotency_key, fingerprint, actor)
             if earlier is None:
                 raise
             return earlier
@@ -779,9 +785,7 @@ class Engine:
                 raise
             # the winner may have been the same request (a retry racing the original): its
             # key committed with its write, so the key now answers as it would have
-            assert self._autocommit_db is not None
-            with db.autocommit(self._autocommit_db, number, idempotency_key=key) as conn:
-                earlier = self._idempotent(conn, key, fingerprint, actor)
+            earlier = self._idempotent_again(key, fingerprint, actor)
             if earlier is None:
                 raise
             return earlier
