@@ -409,15 +409,15 @@ def _facts_findings(number: str, h: _History) -> list[Finding]:
                     f"history: {shown}")]
 
 
-def _version_facts(index_fields: IndexFields, event: StoredEvent,
+def _version_facts(index_fields: IndexFields, number: str, event: StoredEvent,
                    version: str | None = None) -> VersionFacts | Finding:
     """``index_fields`` of ``version`` (default: the event's), or, if the database does not
-    hold that rule set, a finding at ``event`` saying so (its number filled in later)."""
+    hold that rule set, a finding at ``event`` saying so."""
     version = version or event.ruleset
     try:
         return index_fields(version)
     except NotFound:
-        return Finding(None, event.seq, "unknown_ruleset",
+        return Finding(number, event.seq, "unknown_ruleset",
                        f"rule set {version[:12]} is not in the database")
 
 
@@ -474,12 +474,10 @@ def _row_findings(row: Any, h: _History, index_fields: IndexFields | None) -> li
     first: VersionFacts | Finding | None = None
     current: VersionFacts | Finding | None = None
     if index_fields is not None:
-        first = _version_facts(index_fields, h.first)
+        first = _version_facts(index_fields, number, h.first)
         current = first if h.ruleset == h.first.ruleset else _version_facts(
-            index_fields, h.last, h.ruleset)
-        for found in dict.fromkeys((first, current)):  # once if both are the same
-            if isinstance(found, Finding):
-                out.append(Finding(number, found.seq, found.kind, found.detail))
+            index_fields, number, h.last, h.ruleset)
+        out.extend(f for f in dict.fromkeys((first, current)) if isinstance(f, Finding))
     if isinstance(first, VersionFacts):
         out.extend(_number_findings(row, h.first, first.number_pattern))
     if isinstance(current, VersionFacts):
